@@ -1,0 +1,50 @@
+"""malaflow: learn the electronic structure of materials on Dask and Zarr.
+
+Public API; plugins are found through the ``malaflow`` entry-point group.
+"""
+
+from .errors import (
+    CatalogError,
+    InputFileError,
+    MalaflowError,
+    ParameterError,
+    PluginError,
+    StoreError,
+)
+from .hookspecs import hookimpl
+from .snapshot import (
+    Snapshot,
+    descriptor_array,
+    list_descriptors,
+    load_snapshot,
+    open_descriptors,
+    open_snapshot,
+    write_snapshot,
+)
+from .plugins import get_plugin, list_plugins
+from .readers import Reader, read_snapshot
+from .catalog import Catalog
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "InputFileError",
+    "MalaflowError",
+    "ParameterError",
+    "PluginError",
+    "Reader",
+    "Snapshot",
+    "StoreError",
+    "descriptor_array",
+    "get_plugin",
+    "hookimpl",
+    "list_descriptors",
+    "list_plugins",
+    "load_snapshot",
+    "open_descriptors",
+    "open_snapshot",
+    "read_snapshot",
+    "write_snapshot",
+]

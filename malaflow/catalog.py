@@ -1,0 +1,387 @@
+"""catalog.yaml: the record of every snapshot a project has, and how to query it.
+
+Each snapshot record says where its raw DFT files are (paths relative to the catalog,
+with SHA-256 checksums), which reader plugin reads them, where its Zarr store is, and
+the facts users select datasets by: elements, number of atoms, temperature, grid,
+reference energies, and a split tag (train/validation/test).
+
+    cat = Catalog.load("catalog.yaml")
+    train = cat.query(elements=["Be"], temperature=(250, 350), split="train")
+    ds = cat.open(train[0].id)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import CatalogError, MalaflowError
+from .readers import read_snapshot, sha256
+from .snapshot import Chunks, Snapshot, open_snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+CATALOG_VERSION = 1
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class SnapshotRecord:
+    """One snapshot in the catalog. Paths are relative to the catalog's folder."""
+
+    id: str
+    code: str
+    reader: str
+    source: str
+    store: str
+    dataset: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+    elements: list[str] = field(default_factory=list)
+    n_atoms: int | None = None
+    temperature: float | None = None
+    grid_shape: list[int] | None = None
+    energies: dict[str, float] = field(default_factory=dict)
+    split: str | None = None
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {}, [])}
+
+
+# field name -> (checker, what is expected), for validation messages
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_FIELDS: dict[str, tuple[Any, str]] = {
+    "id": (_is_str, "a non-empty string"),
+    "code": (_is_str, "a non-empty string (qe, vasp, mala, ...)"),
+    "reader": (_is_str, "the name of a reader plugin"),
+    "source": (_is_str, "a path relative to the catalog"),
+    "store": (_is_str, "a path relative to the catalog"),
+    "dataset": (_is_str, "a dataset name"),
+    "options": (lambda v: isinstance(v, dict), "a mapping of reader options"),
+    "raw": (
+        lambda v: isinstance(v, dict) and all(_is_str(k) and _is_str(s) for k, s in v.items()),
+        "a mapping of raw file path to SHA-256",
+    ),
+    "elements": (lambda v: isinstance(v, list) and all(_is_str(e) for e in v), "a list of element symbols"),
+    "n_atoms": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "temperature": (lambda v: _is_num(v) and v >= 0, "a temperature in K (≥ 0)"),
+    "grid_shape": (
+        lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v),
+        "three positive integers",
+    ),
+    "energies": (lambda v: isinstance(v, dict) and all(_is_num(x) for x in v.values()), "a mapping of name to eV"),
+    "split": (lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}"),
+}
+_REQUIRED = ("id", "code", "reader", "source", "store")
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A YAML loader that remembers the line of every mapping, for error messages."""
+
+
+class _LineDict(dict):
+    line: int = 0
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _LineDict:
+    d = _LineDict(loader.construct_mapping(node, deep=True))
+    d.line = node.start_mark.line + 1
+    return d
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _plain(value: Any) -> Any:
+    """Strip the line-number dict subclass so records dump as plain YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Catalog:
+    """The snapshots recorded in one catalog.yaml, with their datasets."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        records: Iterable[SnapshotRecord] = (),
+        datasets: dict[str, dict[str, Any]] | None = None,
+        store_dir: str = "stores",
+    ):
+        self.path = Path(path).absolute()
+        self.records = list(records)
+        self.datasets = dict(datasets or {})
+        self.store_dir = store_dir
+
+    # ------------------------------------------------------------------ files
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str | Path) -> Path:
+        """A path from the catalog (relative to its folder) as a usable path."""
+        return (self.root / relative).resolve()
+
+    def relative(self, path: str | Path) -> str:
+        return os.path.relpath(Path(path).absolute(), self.root)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Catalog:
+        """Read and validate a catalog.yaml."""
+        path = Path(path)
+        if not path.is_file():
+            raise CatalogError(f"{path}: no catalog here (create one with `malaflow catalog add`)")
+        try:
+            doc = yaml.load(path.read_text(), Loader=_LineLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise CatalogError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        doc = doc or {}
+        if not isinstance(doc, dict):
+            raise CatalogError(f"{path}: expected a mapping with 'snapshots:' at the top level")
+        if doc.get("version", CATALOG_VERSION) != CATALOG_VERSION:
+            raise CatalogError(f"{path}: catalog version {doc.get('version')!r}; this malaflow reads {CATALOG_VERSION}")
+        snapshots = doc.get("snapshots") or []
+        if not isinstance(snapshots, list):
+            raise CatalogError(f"{path}:{getattr(doc, 'line', 1)}: 'snapshots' must be a list of records")
+        records = [cls._record(path, i, entry) for i, entry in enumerate(snapshots)]
+        seen: dict[str, int] = {}
+        for i, r in enumerate(records):
+            if r.id in seen:
+                raise CatalogError(
+                    f"{path}:{getattr(snapshots[i], 'line', '?')}: snapshot id {r.id!r} appears twice "
+                    f"(first as entry {seen[r.id] + 1})"
+                )
+            seen[r.id] = i
+        datasets = doc.get("datasets") or {}
+        if not isinstance(datasets, dict):
+            raise CatalogError(f"{path}: 'datasets' must be a mapping of name to description")
+        return cls(path, records, _plain(datasets), doc.get("store_dir", "stores"))
+
+    @staticmethod
+    def _record(path: Path, index: int, entry: Any) -> SnapshotRecord:
+        line = getattr(entry, "line", "?")
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{path}: snapshot entry {index + 1} must be a mapping, got {entry!r}")
+        label = f"{path}:{line}: snapshot {entry.get('id', f'#{index + 1}')!r}"
+        missing = [f for f in _REQUIRED if f not in entry]
+        if missing:
+            raise CatalogError(f"{label}: missing field(s) {', '.join(missing)}")
+        unknown = sorted(set(entry) - set(_FIELDS))
+        if unknown:
+            raise CatalogError(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+        for name, value in entry.items():
+            check, expected = _FIELDS[name]
+            if value is not None and not check(value):
+                raise CatalogError(f"{label}: field {name!r} must be {expected}, got {value!r}")
+        return SnapshotRecord(**_plain(dict(entry)))
+
+    def save(self) -> None:
+        """Write catalog.yaml atomically (temporary file, then rename)."""
+        doc = {
+            "version": CATALOG_VERSION,
+            "store_dir": self.store_dir,
+            "datasets": self.datasets,
+            "snapshots": [r.to_yaml() for r in self.records],
+        }
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_text(
+                "# malaflow catalog: snapshots, raw files (relative to this file) and stores.\n"
+                + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+            )
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, id: str) -> SnapshotRecord:
+        for r in self.records:
+            if r.id == id:
+                return r
+        raise CatalogError(f"{self.path}: no snapshot {id!r} (known: {', '.join(r.id for r in self.records) or 'none'})")
+
+    def query(
+        self,
+        elements: Sequence[str] | str | None = None,
+        temperature: tuple[float, float] | None = None,
+        code: str | None = None,
+        split: str | None = None,
+        dataset: str | None = None,
+    ) -> list[SnapshotRecord]:
+        """Records matching every criterion given.
+
+        ``elements``: the snapshot contains all of these; ``temperature``: (lo, hi) K,
+        inclusive; ``code``, ``split``, ``dataset``: equal.
+        """
+        if isinstance(elements, str):
+            elements = [elements]
+        if split is not None and split not in SPLITS:
+            raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        out = []
+        for r in self.records:
+            if elements and not set(elements) <= set(r.elements):
+                continue
+            if temperature is not None:
+                lo, hi = temperature
+                if r.temperature is None or not lo <= r.temperature <= hi:
+                    continue
+            if code is not None and r.code != code:
+                continue
+            if split is not None and r.split != split:
+                continue
+            if dataset is not None and r.dataset != dataset:
+                continue
+            out.append(r)
+        return out
+
+    def store_path(self, id: str) -> Path:
+        return self.resolve(self.get(id).store)
+
+    def open(self, id: str, chunks: Chunks | str = "stored"):
+        """The snapshot's dataset, lazily (dask-backed), from its Zarr store."""
+        store = self.store_path(id)
+        if not store.exists():
+            raise CatalogError(
+                f"snapshot {id!r}: its store {store} does not exist yet; "
+                f"run `malaflow catalog ingest {id}` to write it from the raw files"
+            )
+        return open_snapshot(store, chunks=chunks)
+
+    # ------------------------------------------------------------------ writing
+
+    def add(
+        self,
+        path: str | Path,
+        reader: str | None = None,
+        id: str | None = None,
+        dataset: str | None = None,
+        split: str | None = None,
+        store: str | Path | None = None,
+        chunks: Chunks = None,
+        overwrite: bool = False,
+        **options: Any,
+    ) -> SnapshotRecord:
+        """Read ``path`` with a reader plugin, write its Zarr store, record it, save."""
+        path = Path(path)
+        snapshot = read_snapshot(path, reader=reader, **options)
+        reader = reader or _reader_that_read(path)
+        id = id or _default_id(path)
+        if any(r.id == id for r in self.records) and not overwrite:
+            raise CatalogError(f"{self.path}: snapshot {id!r} is recorded already; pass overwrite=True or another id")
+        if split is not None and split not in SPLITS:
+            raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        store_path = Path(store) if store is not None else self.root / self.store_dir / f"{id}.zarr"
+        write_snapshot(snapshot, store_path, chunks=chunks, overwrite=overwrite)
+        record = self._make_record(snapshot, id, reader, path, store_path, dataset, split, options)
+        self.records = [r for r in self.records if r.id != id] + [record]
+        self.save()
+        return record
+
+    def _make_record(
+        self, snap: Snapshot, id: str, reader: str, source: Path, store: Path,
+        dataset: str | None, split: str | None, options: dict[str, Any],
+    ) -> SnapshotRecord:
+        energies = dict(snap.reference)
+        if snap.fermi_energy is not None:
+            energies["fermi_energy"] = snap.fermi_energy
+        return SnapshotRecord(
+            id=id,
+            code=snap.code,
+            reader=reader,
+            source=self.relative(source),
+            store=self.relative(store),
+            dataset=dataset,
+            options={k: _plain_option(v) for k, v in options.items()},
+            raw={self.relative(p): h for p, h in snap.provenance.get("files", {}).items()},
+            elements=snap.elements,
+            n_atoms=snap.n_atoms,
+            temperature=snap.temperature,
+            grid_shape=list(snap.grid_shape) if snap.grid_shape else None,
+            energies={k: float(v) for k, v in energies.items()},
+            split=split,
+        )
+
+    def verify(self, id: str) -> None:
+        """Check the raw files of a record against their recorded checksums."""
+        for rel, digest in self.get(id).raw.items():
+            p = self.resolve(rel)
+            if not p.is_file():
+                raise CatalogError(f"snapshot {id!r}: raw file {p} is missing")
+            if sha256(p) != digest:
+                raise CatalogError(f"snapshot {id!r}: raw file {p} changed since it was catalogued (checksum differs)")
+
+    def ingest(
+        self, ids: Iterable[str] | None = None, force: bool = False, chunks: Chunks = None
+    ) -> list[Path]:
+        """Write the Zarr store of each record (all, or ``ids``) from its raw files.
+
+        Records whose store exists are skipped unless ``force``. Raw files are
+        checked against their checksums first.
+        """
+        written = []
+        for record in [self.get(i) for i in ids] if ids is not None else list(self.records):
+            store = self.resolve(record.store)
+            if store.exists() and not force:
+                continue
+            self.verify(record.id)
+            options = dict(record.options)
+            snapshot = read_snapshot(self.resolve(record.source), reader=record.reader, **options)
+            write_snapshot(snapshot, store, chunks=chunks, overwrite=force)
+            written.append(store)
+        return written
+
+
+def _plain_option(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _reader_that_read(path: Path) -> str:
+    from .plugins import list_plugins
+
+    for info in list_plugins("readers"):
+        if info.cls().can_read(path):
+            return info.name
+    raise MalaflowError(f"{path}: no reader recognises it")  # read_snapshot raised already
+
+
+def _default_id(path: Path) -> str:
+    name = path.name
+    for suffix in (".in.npy", ".out.npy", ".info.json", ".out", ".zarr"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem or name
+
+
+def default_catalog_path() -> Path:
+    """$MALAFLOW_CATALOG, else ./catalog.yaml, else the catalog shipped beside the package."""
+    env = os.environ.get("MALAFLOW_CATALOG")
+    if env:
+        return Path(env)
+    if Path("catalog.yaml").is_file():
+        return Path("catalog.yaml")
+    return Path(__file__).resolve().parent.parent / "catalog.yaml"

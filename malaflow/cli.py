@@ -1,0 +1,183 @@
+"""The ``malaflow`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+
+from .catalog import Catalog, SnapshotRecord, default_catalog_path
+from .errors import MalaflowError
+
+app = typer.Typer(
+    help="malaflow: learn the electronic structure of materials (LDOS on real-space grids).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(help="Query and extend the snapshot catalog (catalog.yaml).", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+CatalogOption = typer.Option(
+    None, "--catalog", "-c", help="catalog.yaml to use [default: $MALAFLOW_CATALOG, ./catalog.yaml, or the shipped one]"
+)
+
+
+def _catalog(path: Optional[Path]) -> Catalog:
+    return Catalog.load(path or default_catalog_path())
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML, so numbers and lists work."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MalaflowError(f"--option needs KEY=VALUE, got {pair!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _record_line(r: SnapshotRecord) -> str:
+    t = f"{r.temperature:.1f} K" if r.temperature is not None else "? K"
+    grid = "×".join(map(str, r.grid_shape)) if r.grid_shape else "-"
+    return (
+        f"{r.id:<16} {r.dataset or '-':<12} {r.code:<5} {','.join(r.elements):<8} "
+        f"{r.n_atoms or '?':>5} {t:>9} {grid:>12} {r.split or '-':<10}"
+    )
+
+
+def _print_records(records: list[SnapshotRecord]) -> None:
+    typer.echo(f"{'id':<16} {'dataset':<12} {'code':<5} {'elements':<8} {'atoms':>5} {'T':>9} {'grid':>12} split")
+    for r in records:
+        typer.echo(_record_line(r))
+    typer.echo(f"({len(records)} snapshot{'s' if len(records) != 1 else ''})")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what malaflow does.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("plugins")
+def plugins_cmd(kind: Optional[str] = typer.Option(None, help="descriptors, targets, models or readers")) -> None:
+    """List registered plugins: name, kind, version and source package."""
+    from .plugins import list_plugins
+
+    infos = list_plugins(kind)
+    typer.echo(f"{'name':<20} {'kind':<12} {'version':<10} {'package':<24} description")
+    for p in infos:
+        desc = getattr(p.cls, "description", "") or (p.cls.__doc__ or "").strip().split("\n")[0]
+        typer.echo(f"{p.name:<20} {p.kind:<12} {p.version:<10} {p.package:<24} {desc}")
+
+
+@app.command("info")
+def info_cmd(target: str = typer.Argument(..., help="A snapshot store (.zarr) or a catalog id"), catalog: Optional[Path] = CatalogOption) -> None:
+    """Summarise one snapshot store."""
+    from .snapshot import load_snapshot
+
+    path = Path(target)
+    if not path.exists():
+        path = _catalog(catalog).store_path(target)
+    typer.echo(f"{path}:\n{load_snapshot(path).summary()}")
+
+
+@catalog_app.command("list")
+def catalog_list(catalog: Optional[Path] = CatalogOption) -> None:
+    """List every snapshot in the catalog."""
+    cat = _catalog(catalog)
+    typer.echo(f"catalog {cat.path}")
+    _print_records(cat.records)
+
+
+@catalog_app.command("show")
+def catalog_show(id: str, catalog: Optional[Path] = CatalogOption) -> None:
+    """Print one snapshot record in full."""
+    record = _catalog(catalog).get(id)
+    typer.echo(yaml.safe_dump(record.to_yaml(), sort_keys=False, allow_unicode=True).rstrip())
+
+
+@catalog_app.command("query")
+def catalog_query(
+    elements: Optional[list[str]] = typer.Option(None, "--elements", "-e", help="Contains all these elements"),
+    temperature: Optional[str] = typer.Option(None, "--temperature", "-t", help="LO:HI in K"),
+    code: Optional[str] = typer.Option(None, help="qe, vasp, mala, ..."),
+    split: Optional[str] = typer.Option(None, help="train, validation or test"),
+    dataset: Optional[str] = typer.Option(None),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Snapshots matching all the criteria given."""
+    t_range = None
+    if temperature:
+        lo, sep, hi = temperature.partition(":")
+        try:
+            t_range = (float(lo) if lo else 0.0, float(hi) if hi else float("inf"))
+        except ValueError:
+            raise MalaflowError(f"--temperature takes LO:HI in K, got {temperature!r}") from None
+        if not sep:
+            t_range = (t_range[0], t_range[0])
+    _print_records(_catalog(catalog).query(elements=elements, temperature=t_range, code=code, split=split, dataset=dataset))
+
+
+@catalog_app.command("add")
+def catalog_add(
+    path: Path = typer.Argument(..., help="DFT output to read (file or folder)"),
+    reader: Optional[str] = typer.Option(None, help="Reader plugin [default: the first that recognises PATH]"),
+    id: Optional[str] = typer.Option(None, help="Snapshot id [default: from the file name]"),
+    dataset: Optional[str] = typer.Option(None),
+    split: Optional[str] = typer.Option(None, help="train, validation or test"),
+    option: list[str] = typer.Option([], "--option", "-o", help="Reader option KEY=VALUE (repeatable), e.g. ldos=cubes/"),
+    chunks: Optional[int] = typer.Option(None, help="Spatial chunk edge of the Zarr store [32]"),
+    overwrite: bool = typer.Option(False, help="Replace a record and store with the same id"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Read PATH with a reader plugin, write its Zarr store, and record it."""
+    cat_path = catalog or default_catalog_path()
+    cat = Catalog.load(cat_path) if Path(cat_path).exists() else Catalog(cat_path)
+    record = cat.add(path, reader=reader, id=id, dataset=dataset, split=split, chunks=chunks,
+                     overwrite=overwrite, **_parse_options(option))
+    typer.echo(f"added {record.id} → {record.store}")
+
+
+@catalog_app.command("ingest")
+def catalog_ingest(
+    ids: Optional[list[str]] = typer.Argument(None, help="Snapshot ids [default: all]"),
+    force: bool = typer.Option(False, help="Rewrite stores that exist"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Write the Zarr stores of catalogued snapshots from their raw files."""
+    cat = _catalog(catalog)
+    for store in cat.ingest(ids or None, force=force):
+        typer.echo(f"wrote {store}")
+
+
+@catalog_app.command("validate")
+def catalog_validate(catalog: Optional[Path] = CatalogOption) -> None:
+    """Check catalog.yaml and the checksums of every raw file."""
+    cat = _catalog(catalog)
+    for r in cat.records:
+        cat.verify(r.id)
+    typer.echo(f"{cat.path}: {len(cat.records)} snapshots, all raw files present and unchanged")
+
+
+@app.command("demo")
+def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
+    """Run the main job on the shipped Be demo data: ingest, catalog, summaries."""
+    from .demo import run_demo
+
+    run_demo(catalog or default_catalog_path())
+
+
+def main() -> None:
+    try:
+        app()
+    except MalaflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

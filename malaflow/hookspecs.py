@@ -1,0 +1,47 @@
+"""The whole malaflow plugin contract.
+
+A plugin is a module (or object) with one or more of the hook implementations below,
+registered through the entry-point group ``malaflow``. Each hook returns a list of
+*classes*; malaflow instantiates them when they are used.
+
+Contract of the classes each hook returns (all have a class attribute ``name``):
+
+descriptors
+    ``params`` (a dataclass type with the parameters and their defaults),
+    ``halo(params) -> float`` (Å of atoms around a block that influence it) and
+    ``compute(positions, numbers, cell, pbc, points, params) -> ndarray`` giving
+    (n_points, n_features) for any block of real-space points.
+targets
+    functions turning a target array (e.g. the LDOS) into observables.
+models
+    ``build(n_inputs, n_outputs, **params) -> torch.nn.Module``.
+readers
+    ``can_read(path) -> bool`` and ``read(path, **options) -> malaflow.Snapshot``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("malaflow")
+hookimpl = pluggy.HookimplMarker("malaflow")
+
+
+@hookspec
+def malaflow_descriptors() -> list[type]:
+    """Descriptor classes: local atomic environment → features at grid points."""
+
+
+@hookspec
+def malaflow_targets() -> list[type]:
+    """Target classes: learned quantities on the grid (LDOS) and their observables."""
+
+
+@hookspec
+def malaflow_models() -> list[type]:
+    """Model classes: neural networks mapping descriptors to targets."""
+
+
+@hookspec
+def malaflow_readers() -> list[type]:
+    """Reader classes: files from a DFT code → :class:`malaflow.Snapshot`."""
