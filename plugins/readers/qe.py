@@ -58,8 +58,11 @@ def parse_pw_output(path: str | Path) -> dict[str, Any]:
     version = re.search(r"Program PWSCF (\S+)", out.lines[out.find("Program PWSCF", "")[0]])
     res["qe_version"] = version.group(1) if version else "?"
 
-    i, m = out.find(rf"lattice parameter \(alat\)\s+=\s+({FLOAT})", "lattice parameter (alat)")
-    alat = float(m.group(1)) * BOHR_ANGSTROM
+    # celldm(1) is alat with 6 decimals; the "lattice parameter" line has only 4.
+    hit = out.find(rf"celldm\(1\)=\s*({FLOAT})", "celldm(1)", required=False)
+    if hit is None or float(hit[1].group(1)) == 0:
+        hit = out.find(rf"lattice parameter \(alat\)\s+=\s+({FLOAT})", "lattice parameter (alat)")
+    alat = float(hit[1].group(1)) * BOHR_ANGSTROM
     i, _ = out.find(r"crystal axes: \(cart\. coord\. in units of alat\)", "crystal axes")
     cell = []
     for k in range(3):
@@ -208,8 +211,6 @@ def read_ldos_cubes(
     Cubes from a split pp.x run (several files at one energy) are merged; files at
     the same energy must agree, or the stack is rejected.
     """
-    if not files:
-        raise InputFileError(".", "no LDOS cube files given")
     by_energy: dict[float, tuple[Path, np.ndarray]] = {}
     broadening = None
     shape = None
@@ -295,6 +296,8 @@ class QEReader(Reader):
         }
         if ldos is not None:
             files = _glob_files(ldos, path.parent, "*ldos.cube")
+            if not files:
+                raise InputFileError(path.parent / str(ldos), "no LDOS cube files (*ldos.cube) found here")
             values, energies, broadening = read_ldos_cubes(files, cell=pw["cell"])
             if values.shape[:3] != grid_shape:
                 raise InputFileError(

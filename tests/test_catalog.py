@@ -1,0 +1,174 @@
+"""catalog.yaml: records, queries, validation, ingest; and the CLI around it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import malaflow
+from malaflow.catalog import Catalog
+from malaflow.cli import app
+from malaflow.errors import CatalogError, InputFileError
+from malaflow.readers import sha256
+
+from conftest import DEMO_DATA, REPO
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def demo_catalog(tmp_path) -> Catalog:
+    """A catalog of the shipped demo snapshots in a temp folder (train 0,1; validation 2; test 3)."""
+    data = tmp_path / "raw"
+    shutil.copytree(DEMO_DATA, data)
+    cat = Catalog(tmp_path / "catalog.yaml")
+    for i, split in enumerate(["train", "train", "validation", "test"]):
+        cat.add(data / f"Be_snapshot{i}.info.json", id=f"be-{i}", dataset="be2", split=split, chunks=8)
+    return cat
+
+
+def test_add_records_what_the_files_say(demo_catalog, tmp_path):
+    cat = Catalog.load(tmp_path / "catalog.yaml")
+    r = cat.get("be-0")
+    assert (r.code, r.reader, r.elements, r.n_atoms, r.grid_shape, r.split) == ("mala", "mala", ["Be"], 2, [18, 18, 27], "train")
+    assert r.source == "raw/Be_snapshot0.info.json" and r.store == "stores/be-0.zarr"
+    assert r.raw["raw/Be_snapshot0.out.npy"] == sha256(tmp_path / "raw" / "Be_snapshot0.out.npy")
+    assert "raw/recreate_data/Be.pp.ldos.in" in r.raw  # defines the LDOS energy grid
+    assert r.energies["fermi_energy"] == 8.743
+    ds = cat.open("be-0")
+    assert isinstance(ds.ldos.data, da.Array) and ds.ldos.data.chunksize == (8, 8, 8, 11)
+    np.testing.assert_array_equal(ds.ldos.values, np.load(tmp_path / "raw" / "Be_snapshot0.out.npy"))
+
+
+def test_query(demo_catalog):
+    ids = lambda records: [r.id for r in records]  # noqa: E731
+    assert ids(demo_catalog.query(split="train")) == ["be-0", "be-1"]
+    assert ids(demo_catalog.query(elements=["Be"], temperature=(290, 310), split="test")) == ["be-3"]
+    assert demo_catalog.query(elements="Al") == []
+    assert demo_catalog.query(temperature=(0, 100)) == []
+    assert ids(demo_catalog.query(code="mala", dataset="be2")) == ["be-0", "be-1", "be-2", "be-3"]
+    with pytest.raises(CatalogError, match="split must be one of"):
+        demo_catalog.query(split="training")
+
+
+def test_ingest_rewrites_a_lost_store_identically(demo_catalog):
+    store = demo_catalog.store_path("be-2")
+    before = demo_catalog.open("be-2").ldos.values
+    shutil.rmtree(store)
+    with pytest.raises(CatalogError, match=r"run `malaflow catalog ingest be-2`"):
+        demo_catalog.open("be-2")
+    assert demo_catalog.ingest() == [store]
+    np.testing.assert_array_equal(demo_catalog.open("be-2").ldos.values, before)
+
+
+def test_changed_raw_file_is_detected(demo_catalog, tmp_path):
+    (tmp_path / "raw" / "Be_snapshot1.info.json").write_text("{}")
+    with pytest.raises(CatalogError, match=r"Be_snapshot1\.info\.json changed since it was catalogued"):
+        demo_catalog.ingest(["be-1"], force=True)
+
+
+def test_bad_input_writes_nothing(demo_catalog, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "raw", bad)
+    ldos = np.load(bad / "Be_snapshot3.out.npy")
+    ldos[0, 0, 0, 0] = np.nan
+    np.save(bad / "Be_snapshot3.out.npy", ldos)
+    before = (tmp_path / "catalog.yaml").read_text()
+    with pytest.raises(InputFileError, match="NaN"):
+        demo_catalog.add(bad / "Be_snapshot3.out.npy", id="bad")
+    assert (tmp_path / "catalog.yaml").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "stores").iterdir()) == ["be-0.zarr", "be-1.zarr", "be-2.zarr", "be-3.zarr"]
+    with pytest.raises(CatalogError, match="'be-1' is recorded already"):
+        demo_catalog.add(tmp_path / "raw" / "Be_snapshot1.out.npy", id="be-1")
+
+
+RECORD = {"id": "a", "code": "qe", "reader": "qe", "source": "a.out", "store": "stores/a.zarr"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"temperature": "hot"}, r":LINE: snapshot 'a': field 'temperature' must be a temperature in K \(≥ 0\), got 'hot'"),
+        ({"grid_shape": [18, 18]}, r"field 'grid_shape' must be three positive integers"),
+        ({"split": "training"}, r"field 'split' must be one of train, validation, test"),
+        ({"colour": "red"}, r"unknown field\(s\) colour"),
+        ({"store": None, "reader": None}, None),
+    ],
+)
+def test_validation_names_entry_and_field(tmp_path, change, message):
+    records = [dict(RECORD, id="first"), {k: v for k, v in {**RECORD, **change}.items() if v is not None}]
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "snapshots": records}, sort_keys=False))
+    line = path.read_text().splitlines().index("- id: a") + 1  # where the bad record starts
+    message = (message or r":LINE: snapshot 'a': missing field\(s\) reader, store").replace("LINE", str(line))
+    with pytest.raises(CatalogError, match=message):
+        Catalog.load(path)
+
+
+def test_duplicate_ids_and_bad_yaml(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({"snapshots": [RECORD, RECORD]}))
+    with pytest.raises(CatalogError, match="snapshot id 'a' appears twice"):
+        Catalog.load(path)
+    path.write_text("snapshots:\n  - id: [unclosed\n")
+    with pytest.raises(CatalogError, match=r"catalog.yaml:\d+: not valid YAML"):
+        Catalog.load(path)
+
+
+def test_shipped_catalog_describes_the_demo_data():
+    cat = Catalog.load(REPO / "catalog.yaml")
+    assert [r.split for r in cat.records] == ["train", "train", "validation", "test"]
+    for r in cat.records:
+        cat.verify(r.id)  # every raw file is in the repo and unchanged
+        assert cat.resolve(r.source).is_relative_to(DEMO_DATA)
+
+
+def test_cli_catalog_commands(demo_catalog, tmp_path):
+    c = ["--catalog", str(tmp_path / "catalog.yaml")]
+    out = runner.invoke(app, ["catalog", "list", *c])
+    assert out.exit_code == 0 and "(4 snapshots)" in out.output
+    out = runner.invoke(app, ["catalog", "query", "--elements", "Be", "--temperature", "250:350", "--split", "validation", *c])
+    assert out.exit_code == 0 and "be-2" in out.output and "(1 snapshot)" in out.output
+    out = runner.invoke(app, ["catalog", "show", "be-3", *c])
+    assert yaml.safe_load(out.output)["split"] == "test"
+    out = runner.invoke(app, ["info", "be-1", *c])
+    assert "2 atoms (Be)" in out.output and "LDOS on 11 energies" in out.output
+    out = runner.invoke(app, ["catalog", "add", str(REPO.parent / "nope.out"), *c])
+    assert isinstance(out.exception, InputFileError)
+
+
+def test_cli_add_with_reader_options(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(DEMO_DATA, raw)
+    shutil.rmtree(raw / "recreate_data")
+    cat = str(tmp_path / "new.yaml")
+    out = runner.invoke(app, ["catalog", "add", str(raw / "Be_snapshot2.out.npy"), "--catalog", cat,
+                              "--reader", "mala", "-o", "energy_grid=[-5, 2.5]", "--split", "test"])
+    assert out.exit_code == 0, out.output
+    record = Catalog.load(cat).get("Be_snapshot2")
+    assert record.options == {"energy_grid": [-5, 2.5]} and record.split == "test"
+    np.testing.assert_allclose(Catalog.load(cat).open("Be_snapshot2").energy.values, -5 + 2.5 * np.arange(11))
+
+
+def test_demo_end_to_end(tmp_path):
+    """`malaflow demo` as a user runs it: a subprocess on a copy of the shipped catalog."""
+    cat = Catalog.load(REPO / "catalog.yaml")
+    cat.path = tmp_path / "catalog.yaml"
+    for r in cat.records:
+        r.source = cat.relative(REPO / r.source)
+        r.raw = {cat.relative(REPO / k): v for k, v in r.raw.items()}
+    cat.save()
+    result = subprocess.run([sys.executable, "-m", "malaflow.cli", "demo", "--catalog", str(cat.path)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "4 store(s) written" in result.stdout and result.stdout.count("2 atoms (Be)") == 4
+    snap = malaflow.load_snapshot(tmp_path / "stores" / "be2-3.zarr")
+    np.testing.assert_array_equal(np.asarray(snap.ldos), np.load(DEMO_DATA / "Be_snapshot3.out.npy"))

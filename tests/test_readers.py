@@ -1,0 +1,260 @@
+"""Reader plugins against MALA's reference data (QE outputs, pp.x cubes, MALA npy)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import malaflow
+from malaflow.errors import InputFileError
+from malaflow.units import BOHR_ANGSTROM, KB_EV, RYDBERG_EV
+
+
+@pytest.fixture(scope="module")
+def be_info(mala_data):
+    return [json.loads((mala_data / "Be2" / f"Be_snapshot{i}.info.json").read_text()) for i in range(4)]
+
+
+# ------------------------------------------------------------------ MALA format
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_mala_be2_snapshots(mala_data, be_info, i):
+    snap = malaflow.read_snapshot(mala_data / "Be2" / f"Be_snapshot{i}.out.npy")
+    info = be_info[i]
+    assert snap.code == "mala" and snap.grid_shape == (18, 18, 27)
+    np.testing.assert_allclose(snap.energies, -5 + 2.5 * np.arange(11))
+    assert snap.n_electrons == 4 and snap.temperature == pytest.approx(info["temperature"])
+    assert snap.fermi_energy == info["fermi_energy_dft"]
+    assert snap.reference["band_energy"] == info["band_energy_dft_calculation"]
+    np.testing.assert_array_equal(snap.positions, info["atoms"]["positions"])
+    np.testing.assert_array_equal(snap.ldos, np.load(mala_data / "Be2" / f"Be_snapshot{i}.out.npy"))
+    bisp = snap.descriptors["bispectrum"]
+    assert bisp.shape == (18, 18, 27, 91) and bisp.attrs["params"]["twojmax"] == 10
+    np.testing.assert_array_equal(bisp.values, np.load(mala_data / "Be2" / f"Be_snapshot{i}.in.npy")[..., 3:])
+    assert snap.attrs["ldos_broadening"] == 5.0  # degauss_ldos of recreate_data/Be.pp.ldos.in
+
+
+def test_mala_al36_subsampled_with_metadata_from_pw_output(mala_data):
+    snap = malaflow.read_snapshot(mala_data / "Al36" / "Al_debug_2k_nr0.in.npy")
+    assert snap.grid_shape == (100, 20, 1) and snap.attrs["dft_grid_shape"] == [108, 108, 100]
+    assert snap.ldos.shape == (100, 20, 1, 250)
+    np.testing.assert_allclose(snap.energies, -10 + 0.1 * np.arange(250), atol=1e-12)
+    assert snap.n_electrons == 108 and snap.fermi_energy == 7.5327 and snap.n_atoms == 36
+
+
+def test_mala_energy_grid_must_be_known(be2_copy):
+    shutil.rmtree(be2_copy / "recreate_data")
+    with pytest.raises(InputFileError, match=r"Be_snapshot1\.out\.npy: the LDOS energy grid is unknown"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot1.out.npy")
+    snap = malaflow.read_snapshot(be2_copy / "Be_snapshot1.out.npy", energy_grid=(-5.0, 2.5))
+    assert snap.energies[-1] == 20.0
+
+
+def test_mala_nan_is_rejected_naming_the_file(be2_copy):
+    ldos = np.load(be2_copy / "Be_snapshot2.out.npy")
+    ldos[3, 4, 5, 6] = np.nan
+    np.save(be2_copy / "Be_snapshot2.out.npy", ldos)
+    with pytest.raises(InputFileError, match=r"Be_snapshot2\.out\.npy: the LDOS has 1 NaN/inf values \(first at index \(3, 4, 5, 6\)\)"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot2.out.npy")
+
+
+# ------------------------------------------------------------------ Quantum ESPRESSO
+
+
+@pytest.mark.parametrize(
+    "relpath, fermi, n_e, n_atoms",
+    [("Be2/Be_snapshot0.out", 8.743, 4, 2), ("Al36/Al.pw.scf.out", 7.5327, 108, 36)],
+)
+def test_qe_pw_output_scalars(mala_data, relpath, fermi, n_e, n_atoms):
+    snap = malaflow.read_snapshot(mala_data / relpath)
+    assert snap.code == "qe"
+    assert snap.fermi_energy == pytest.approx(fermi, abs=5e-5)
+    assert snap.n_electrons == n_e and snap.n_atoms == n_atoms
+    # Fermi–Dirac smearing width 0.0019 Ry is the electronic temperature k_B·T.
+    assert snap.temperature == pytest.approx(0.0019 * RYDBERG_EV / KB_EV, rel=1e-12)
+
+
+def test_qe_be_matches_info_json(mala_data, be_info):
+    """The pw.x output and MALA's info.json (written by MALA from that output) agree."""
+    for i in range(4):
+        snap = malaflow.read_snapshot(mala_data / "Be2" / f"Be_snapshot{i}.out")
+        info = be_info[i]
+        # pw.x prints celldm(1) with 6 decimals (Bohr), the axes with 6 and the
+        # positions with 7 (alat units): rounding of at most ~0.5e-6·alat ≈ 1.2e-6 Å each.
+        np.testing.assert_allclose(snap.cell, info["atoms"]["cell"], atol=3e-6)
+        np.testing.assert_allclose(snap.positions, info["atoms"]["positions"], atol=3e-6)
+        # MALA converted Ry → eV with an older CODATA Rydberg (relative difference < 1e-7).
+        for ours, theirs in [("total_energy", "total_energy_dft_calculation"), ("ewald_contribution", "ewald_contribution"),
+                             ("entropy_contribution", "entropy_contribution_dft_calculation")]:
+            assert snap.reference[ours] == pytest.approx(info[theirs], rel=1e-7, abs=1e-9), ours
+        # Band energy Σ_k w_k Σ_n f ε from the printed (4-decimal) eigenvalues.
+        assert snap.reference["band_energy"] == pytest.approx(info["band_energy_dft_calculation"], abs=1e-6)
+        assert snap.attrs["n_kpoints"] == 512 and snap.attrs["ecutwfc_ry"] == 40
+
+
+def test_qe_al36_band_energy_from_eigenvalues(mala_data):
+    snap = malaflow.read_snapshot(mala_data / "Al36" / "Al.pw.scf.out")
+    # QE's own band energy for this run (issue #4): 323.4733 eV.
+    assert snap.reference["band_energy"] == pytest.approx(323.4733, abs=1e-3)
+    assert snap.reference["total_energy"] == pytest.approx(-179.00859567 * RYDBERG_EV, abs=1e-6)
+
+
+def test_qe_cubes_equal_mala_ldos(mala_data):
+    """pp.x cubes (1/(Ry·Bohr³)) stacked and converted equal MALA's .out.npy (1/(eV·Å³))."""
+    snap = malaflow.read_snapshot(mala_data / "Be2" / "Be_snapshot0.out", ldos="cubes/")
+    ref = np.load(mala_data / "Be2" / "Be_snapshot0.out.npy")
+    np.testing.assert_allclose(snap.energies, -5 + 2.5 * np.arange(11))
+    assert snap.ldos.shape == ref.shape
+    # MALA stored the same cube values as float32: agreement to float32 rounding.
+    np.testing.assert_allclose(snap.ldos, ref, rtol=np.finfo(np.float32).eps, atol=0)
+    assert snap.attrs["ldos_broadening"] == 5.0
+    assert len(snap.provenance["files"]) == 1 + 24  # pw.x output + all cubes (split runs merged)
+
+
+def test_qe_split_cubes_that_disagree_are_rejected(be2_copy):
+    cube = be2_copy / "cubes" / "tmp.pp01Be_part2_ldos.cube"  # E = 0 eV, as tmp.pp03Be_ldos.cube
+    lines = cube.read_text().splitlines()
+    lines[8] = " ".join(["0.99999E+00"] * len(lines[8].split()))
+    cube.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError, match="LDOS at 0.0 eV disagrees with"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+
+
+def test_qe_truncated_output(be2_copy):
+    out = be2_copy / "Be_snapshot0.out"
+    out.write_text("\n".join(out.read_text().splitlines()[:4795]))
+    with pytest.raises(InputFileError, match=r"Be_snapshot0\.out: truncated: no 'JOB DONE\.' after 4795 lines"):
+        malaflow.read_snapshot(out, reader="qe")
+
+
+def test_qe_missing_total_energy_names_the_line(be2_copy):
+    out = be2_copy / "Be_snapshot0.out"
+    out.write_text(out.read_text().replace("the Fermi energy is", "the Fermi level was"))
+    with pytest.raises(InputFileError, match=r"Be_snapshot0\.out: no Fermi energy found"):
+        malaflow.read_snapshot(out)
+
+
+def test_qe_cube_with_wrong_value_count(be2_copy):
+    cube = be2_copy / "cubes" / "tmp.pp05Be_ldos.cube"
+    text = cube.read_text().splitlines()
+    text[3] = text[3].replace("18", "17", 1)
+    cube.write_text("\n".join(text) + "\n")
+    with pytest.raises(InputFileError, match=r"tmp\.pp05Be_ldos\.cube: header says a 17×18×27 grid \(8262 values\), the file holds 8748"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+
+
+def test_qe_cube_of_another_grid(be2_copy, tmp_path):
+    from ase.io.cube import write_cube
+    from malaflow_plugins.readers.qe import read_cube
+
+    folder = tmp_path / "coarse"
+    folder.mkdir()
+    for f in sorted((be2_copy / "cubes").glob("tmp.pp??Be_ldos.cube")):
+        cube = read_cube(f)
+        atoms = malaflow.read_snapshot(be2_copy / "Be_snapshot0.out").atoms
+        with open(folder / f.name, "w") as fh:
+            write_cube(fh, atoms, cube["data"][::2, ::2, :])
+        lines = (folder / f.name).read_text().split("\n")
+        lines[1] = cube["comment"]  # pp.x's "Energy = ... eV, broadening = ... eV" line
+        (folder / f.name).write_text("\n".join(lines))
+    with pytest.raises(InputFileError, match=r"LDOS grid \(9, 9, 27\) is not the pw.x FFT grid \(18, 18, 27\)"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos=folder)
+
+
+def test_missing_files(tmp_path, be2_copy):
+    with pytest.raises(InputFileError, match="no such file or directory"):
+        malaflow.read_snapshot(tmp_path / "nope.out")
+    with pytest.raises(InputFileError, match=r"empty: no LDOS cube files \(\*ldos\.cube\) found here"):
+        (be2_copy / "empty").mkdir()
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="empty")
+
+
+def test_xarray_backend(mala_data):
+    ds = xr.open_dataset(mala_data / "Be2" / "Be_snapshot0.out", engine="malaflow_qe", ldos="cubes/")
+    assert ds.attrs["fermi_energy"] == 8.743 and ds.ldos.dims == ("x", "y", "z", "energy")
+    ds = xr.open_dataset(mala_data / "Be2" / "Be_snapshot1.out.npy", engine="malaflow_mala")
+    assert ds.attrs["n_electrons"] == 4.0
+
+
+# ------------------------------------------------------------------ VASP
+# No real VASP output ships with the tests: the files below are written by ASE
+# (POSCAR, CHGCAR, PARCHG) and by hand in OUTCAR's format from the Be2 QE data.
+
+OUTCAR = """ vasp.6.4.2 20Jul23 (build Nov 20 2023 12:00:00) complex
+ POTCAR:    PAW_PBE Be_sv 06Sep2000
+   ISMEAR =     -1;   SIGMA  =   0.0258 broadening in eV -4-tet -1-fermi 0-gaus
+   NELECT =       4.0000    total number of electrons
+ E-fermi :   8.7430     XC(G=0):  -9.1234     alpha+bet : -5.4321
+
+  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)
+  ---------------------------------------------------
+  alpha Z        PSCENC =         0.21345678
+  Ewald energy   TEWEN  =       -83.51681945
+  -Hartree energ DENC   =        -1.23456789
+  -exchange      EXHF   =         0.00000000
+  -V(xc)+E(xc)   XCENC  =         2.34567890
+  PAW double counting   =        10.00000000      -10.50000000
+  entropy T*S    EENTRO =        -0.00057402
+  eigenvalues    EBANDS =        12.07658825
+  atomic energy  EATOM  =       -10.00000000
+  ---------------------------------------------------
+  free energy    TOTEN  =       -73.03705522 eV
+
+  energy  without entropy=      -73.03648120  energy(sigma->0) =      -73.03676821
+
+ General timing and accounting informations for this job:
+"""
+
+
+@pytest.fixture()
+def vasp_run(mala_data, tmp_path):
+    from ase.calculators.vasp import VaspChargeDensity
+    from ase.io import write
+
+    snap = malaflow.read_snapshot(mala_data / "Be2" / "Be_snapshot0.out.npy")
+    run = tmp_path / "vasp"
+    run.mkdir()
+    write(run / "POSCAR", snap.atoms, format="vasp", direct=True)
+    (run / "OUTCAR").write_text(OUTCAR)
+    vcd = VaspChargeDensity(None)
+    vcd.atoms, vcd.chg = [snap.atoms], [snap.density.astype(float)]
+    vcd.write(str(run / "CHGCAR"), format="chgcar")
+    for k, e in enumerate(snap.energies):
+        vcd.chg = [snap.ldos[..., k].astype(float) * 2.5]  # charge in a 2.5 eV window
+        vcd.write(str(run / f"PARCHG.E{k:02d}"), format="chgcar")
+    return run, snap
+
+
+def test_vasp_folder(vasp_run):
+    run, ref = vasp_run
+    snap = malaflow.read_snapshot(run, ldos="PARCHG*", energies=list(ref.energies))
+    assert snap.code == "vasp" and snap.n_electrons == 4 and snap.fermi_energy == 8.743
+    assert snap.temperature == pytest.approx(0.0258 / KB_EV)
+    assert snap.reference["total_energy"] == -73.03705522
+    assert snap.reference["band_energy"] == 12.07658825
+    assert snap.reference["internal_energy"] == -73.03648120
+    np.testing.assert_allclose(snap.positions, ref.positions, atol=1e-8)
+    np.testing.assert_allclose(snap.cell, ref.cell, atol=1e-12)
+    np.testing.assert_allclose(snap.density, ref.density, rtol=1e-9)
+    np.testing.assert_allclose(snap.ldos, ref.ldos, rtol=1e-9)
+    assert snap.attrs["ldos_energy_window"] == 2.5
+
+
+def test_vasp_bad_input(vasp_run):
+    run, ref = vasp_run
+    with pytest.raises(InputFileError, match="11 PARCHG files need as many centre energies"):
+        malaflow.read_snapshot(run, ldos="PARCHG*")
+    (run / "OUTCAR").write_text(OUTCAR.split("General timing")[0])
+    with pytest.raises(InputFileError, match="OUTCAR: truncated"):
+        malaflow.read_snapshot(run, reader="vasp")
+    (run / "OUTCAR").unlink()
+    chg = run / "CHGCAR"
+    chg.write_text(chg.read_text()[: len(chg.read_text()) // 2])
+    with pytest.raises(InputFileError, match="CHGCAR"):
+        malaflow.read_snapshot(run, reader="vasp")
