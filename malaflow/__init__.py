@@ -24,6 +24,7 @@ from .snapshot import (
 from .plugins import get_plugin, list_plugins
 from .readers import Reader, read_snapshot
 from .catalog import Catalog
+from .observables import observables
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "hookimpl",
     "list_descriptors",
     "list_plugins",
+    "observables",
     "load_snapshot",
     "open_descriptors",
     "open_snapshot",
