@@ -38,16 +38,14 @@ _ETA_TAYLOR = {s: np.array([_eta(s - k) / math.factorial(k) for k in range(_TAYL
 def polylog_neg_exp(s: int, y: np.ndarray) -> np.ndarray:
     """Li_s(−e^{−y}) for y ≥ 0 and s = 1, 2, 3, 4, elementwise.
 
-    Li₁ and Li₂ in closed form (log1p, Spence's function); for s ≥ 3 the power
-    series Σ (−1)^k e^{−ky}/k^s where it converges fast (y ≥ 1), and the Taylor
-    series −Σ η(s−k) (−y)^k/k! (radius π) below.
+    Li₁ in closed form (log1p). For s ≥ 2 the power series Σ (−1)^k e^{−ky}/k^s
+    where it converges fast (y ≥ 1); below, Spence's function for Li₂ and the
+    Taylor series −Σ η(s−k) (−y)^k/k! (radius π) for Li₃, Li₄.
     """
     y = np.asarray(y, dtype=float)
     if s == 1:
         return -np.log1p(np.exp(-y))
-    if s == 2:
-        return spence(1.0 + np.exp(-y))
-    if s not in _ETA_TAYLOR:
+    if s not in (2, 3, 4):
         raise ValueError(f"Li_{s} is not implemented here (s = 1…4)")
     out = np.empty_like(y)
     far = y >= 1.0
@@ -57,8 +55,11 @@ def polylog_neg_exp(s: int, y: np.ndarray) -> np.ndarray:
         out[far] = np.sum(z[:, None] ** k / k.astype(float) ** s, axis=1)
     near = ~far
     if near.any():
-        powers = (-y[near])[:, None] ** np.arange(_TAYLOR_TERMS)
-        out[near] = -powers @ _ETA_TAYLOR[s]
+        if s == 2:
+            out[near] = spence(1.0 + np.exp(-y[near]))  # Li₂(z) = spence(1 − z)
+        else:
+            powers = (-y[near])[:, None] ** np.arange(_TAYLOR_TERMS)
+            out[near] = -powers @ _ETA_TAYLOR[s]
     return out
 
 

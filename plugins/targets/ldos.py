@@ -109,7 +109,7 @@ def energy_weights(
 def density_of_states(ldos: xr.DataArray, cell: np.ndarray) -> xr.DataArray:
     """D(ε) = Σ_r LDOS(r, ε) ΔV in 1/eV, reduced chunk by chunk (lazy if ``ldos`` is)."""
     grid = tuple(ldos.sizes[d] for d in SPATIAL_DIMS)
-    dos = ldos.sum(dim=SPATIAL_DIMS, dtype=np.float64) * voxel_volume(cell, grid)
+    dos = ldos.sum(dim=SPATIAL_DIMS, dtype=np.float64, skipna=False) * voxel_volume(cell, grid)
     dos.attrs = {"units": "1/eV"}
     return dos
 
