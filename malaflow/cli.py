@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="Query and extend the snapshot catalog (catalog.yaml).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+plot_app = typer.Typer(help="Plots of a snapshot (PNG).", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
 
 CatalogOption = typer.Option(
     None, "--catalog", "-c", help="catalog.yaml to use [default: $MALAFLOW_CATALOG, ./catalog.yaml, or the shipped one]"
@@ -74,15 +76,53 @@ def plugins_cmd(kind: Optional[str] = typer.Option(None, help="descriptors, targ
         typer.echo(f"{p.name:<20} {p.kind:<12} {p.version:<10} {p.package:<24} {desc}")
 
 
+def _store(target: str, catalog: Optional[Path]) -> Path:
+    """A store path given as a path or as a catalog id."""
+    path = Path(target)
+    return path if path.exists() else _catalog(catalog).store_path(target)
+
+
+SnapshotArg = typer.Argument(..., help="A snapshot store (.zarr) or a catalog id")
+SchemeOption = typer.Option("analytic", help="Energy integration: analytic or quadrature")
+
+
 @app.command("info")
-def info_cmd(target: str = typer.Argument(..., help="A snapshot store (.zarr) or a catalog id"), catalog: Optional[Path] = CatalogOption) -> None:
+def info_cmd(target: str = SnapshotArg, catalog: Optional[Path] = CatalogOption) -> None:
     """Summarise one snapshot store."""
     from .snapshot import load_snapshot
 
-    path = Path(target)
-    if not path.exists():
-        path = _catalog(catalog).store_path(target)
+    path = _store(target, catalog)
     typer.echo(f"{path}:\n{load_snapshot(path).summary()}")
+
+
+@app.command("observables")
+def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
+    """Fermi level, electron count, band energy and -TS from the LDOS, beside the DFT values."""
+    from .observables import observables_table
+    from .snapshot import open_snapshot
+
+    typer.echo(observables_table(open_snapshot(_store(target, catalog)), scheme))
+
+
+@plot_app.command("dos")
+def plot_dos_cmd(target: str = SnapshotArg, output: Path = typer.Option(Path("dos.png"), "-o", "--output"),
+                 scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
+    """DOS with the Fermi level marked."""
+    from .plots import plot_dos
+    from .snapshot import open_snapshot
+
+    typer.echo(f"wrote {plot_dos(open_snapshot(_store(target, catalog)), output, scheme)}")
+
+
+@plot_app.command("density")
+def plot_density_cmd(target: str = SnapshotArg, output: Path = typer.Option(Path("density.png"), "-o", "--output"),
+                     axis: str = typer.Option("z", help="x, y or z"), index: Optional[int] = typer.Option(None, help="Plane index [middle]"),
+                     scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
+    """A slice of the electron density at the self-consistent Fermi level."""
+    from .plots import plot_density_slice
+    from .snapshot import open_snapshot
+
+    typer.echo(f"wrote {plot_density_slice(open_snapshot(_store(target, catalog)), output, axis, index, scheme)}")
 
 
 @catalog_app.command("list")

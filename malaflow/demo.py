@@ -1,7 +1,8 @@
 """`malaflow demo`: the main job, end to end, on the Be data shipped in the repo.
 
 It grows as the pipeline does; today: ingest the catalogued raw files into Zarr
-stores, list the catalog, and summarise each snapshot from its store.
+stores, summarise each snapshot, compute its observables from the LDOS beside the
+DFT reference, and plot the DOS of the test snapshot.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import typer
 from tqdm import tqdm
 
 from .catalog import Catalog
-from .snapshot import load_snapshot
+from .observables import observables_table
+from .plots import plot_dos
+from .snapshot import load_snapshot, open_snapshot
 
 
 def run_demo(catalog_path: str | Path) -> Catalog:
@@ -22,7 +25,13 @@ def run_demo(catalog_path: str | Path) -> Catalog:
     for id in tqdm(missing, desc="ingest raw files → Zarr", unit="snapshot", disable=not missing):
         cat.ingest([id])
     typer.echo(f"{len(missing)} store(s) written, {len(cat.records) - len(missing)} already present\n")
+    indent = lambda text: "  " + text.replace("\n", "\n  ")  # noqa: E731
     for r in cat.records:
         typer.echo(f"[{r.id}] split={r.split or '-'}  store={r.store}")
-        typer.echo("  " + load_snapshot(cat.resolve(r.store)).summary().replace("\n", "\n  ") + "\n")
+        typer.echo(indent(load_snapshot(cat.resolve(r.store)).summary()))
+        typer.echo(indent(observables_table(open_snapshot(cat.resolve(r.store)))) + "\n")
+    out = cat.root / "demo-output"
+    out.mkdir(exist_ok=True)
+    for r in cat.query(split="test"):
+        typer.echo(f"DOS plot of {r.id}: {plot_dos(open_snapshot(cat.resolve(r.store)), out / f'dos-{r.id}.png')}")
     return cat

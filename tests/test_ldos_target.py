@@ -189,3 +189,26 @@ def test_density_is_lazy_and_written_chunkwise(tmp_path, mala_data):
     back = xr.open_zarr(tmp_path / "n.zarr", consolidated=False).density
     assert back.encoding["chunks"] == (6, 6, 6)
     assert float(back.sum()) * voxel_volume(snap.cell, snap.grid_shape) == pytest.approx(4.0, abs=1e-5)
+
+
+# ------------------------------------------------------------------ CLI and plots
+
+
+def test_cli_observables_and_plots(tmp_path, mala_data):
+    from typer.testing import CliRunner
+
+    from malaflow.cli import app
+
+    snap = malaflow.read_snapshot(mala_data / "Be2" / "Be_snapshot0.out.npy")
+    store = str(malaflow.write_snapshot(snap, tmp_path / "be0.zarr"))
+    out = CliRunner().invoke(app, ["observables", store])
+    assert out.exit_code == 0, out.output
+    row = next(l for l in out.output.splitlines() if l.startswith("band energy")).split()
+    ours, dft, diff = map(float, row[-3:])
+    assert ours == pytest.approx(12.4471, abs=1e-3)  # MALA's analytic value
+    assert dft == pytest.approx(12.076588252980926) and diff == pytest.approx(ours - dft)
+    for kind in ("dos", "density"):
+        png = tmp_path / f"{kind}.png"
+        out = CliRunner().invoke(app, ["plot", kind, store, "-o", str(png)])
+        assert out.exit_code == 0, out.output
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -189,6 +189,14 @@ class LDOSTarget:
     name = "ldos"
     description = "LDOS → DOS, density, Fermi level, band energy, entropy (analytic/quadrature)"
 
+    def dos(self, ds: xr.Dataset) -> xr.DataArray:
+        """The snapshot's DOS D(ε) in 1/eV (lazy if the dataset is)."""
+        return density_of_states(ds["ldos"], np.array(ds.attrs["cell"]))
+
+    def density(self, ds: xr.Dataset, fermi_energy: float, scheme: str = "analytic") -> xr.DataArray:
+        """The snapshot's electron density n(r) in 1/Å³ at μ = ``fermi_energy`` (lazy)."""
+        return density(ds["ldos"], fermi_energy, check_temperature(ds.attrs.get("temperature")), scheme)
+
     def observables(
         self, ds: xr.Dataset, scheme: str = "analytic", temperature: float | None = None,
         n_electrons: float | None = None, fermi_energy: float | None = None,
@@ -199,7 +207,7 @@ class LDOSTarget:
         if n_e is None:
             raise ParameterError("the electron count is unknown: pass n_electrons=")
         energies = ds["energy"].values
-        dos = check_finite(density_of_states(ds["ldos"], np.array(ds.attrs["cell"])).values, "LDOS")
+        dos = check_finite(self.dos(ds).values, "LDOS")
         mu = fermi_energy if fermi_energy is not None else fermi_level(dos, energies, temperature, n_e, scheme)
         return Observables(
             fermi_energy=mu,

@@ -1,0 +1,63 @@
+"""Pictures a person would rather look at than read: DOS with its Fermi level, density slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .observables import observables
+from .plugins import get_plugin
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str = "ldos") -> Path:
+    """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored)."""
+    plt = _pyplot()
+    dos = get_plugin("targets", target)().dos(ds)
+    obs = observables(ds, target=target, scheme=scheme)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(dos["energy"], dos.values, "o-", label="DOS from the LDOS")
+    ax.axvline(obs.fermi_energy, color="C3", ls="--", label=f"E_F = {obs.fermi_energy:.4f} eV ({scheme})")
+    if ds.attrs.get("fermi_energy") is not None:
+        ax.axvline(ds.attrs["fermi_energy"], color="0.4", ls=":", label=f"DFT E_F = {ds.attrs['fermi_energy']:.4f} eV")
+    ax.set_xlabel("energy (eV)")
+    ax.set_ylabel("DOS (1/eV)")
+    ax.set_title(f"T = {obs.temperature:.0f} K, N = {obs.n_electrons:.4f}, E_band = {obs.band_energy:.4f} eV")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_density_slice(
+    ds: xr.Dataset, path: str | Path, axis: str = "z", index: int | None = None,
+    scheme: str = "analytic", target: str = "ldos",
+) -> Path:
+    """PNG of the electron density n(r) on one grid plane (default: the middle z plane)."""
+    plt = _pyplot()
+    obs = observables(ds, target=target, scheme=scheme)
+    n = get_plugin("targets", target)().density(ds, obs.fermi_energy, scheme)
+    index = ds.sizes[axis] // 2 if index is None else index
+    plane = n.isel({axis: index}).values  # only this plane is computed
+    fig, ax = plt.subplots(figsize=(5, 4))
+    im = ax.imshow(np.asarray(plane).T, origin="lower", cmap="viridis")
+    fig.colorbar(im, ax=ax, label="n (1/Å³)")
+    dims = [d for d in ("x", "y", "z") if d != axis]
+    ax.set_xlabel(f"{dims[0]} (grid index)")
+    ax.set_ylabel(f"{dims[1]} (grid index)")
+    ax.set_title(f"electron density, {axis} = {index}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
