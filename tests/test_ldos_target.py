@@ -212,3 +212,14 @@ def test_cli_observables_and_plots(tmp_path, mala_data):
         out = CliRunner().invoke(app, ["plot", kind, store, "-o", str(png)])
         assert out.exit_code == 0, out.output
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_dos_target_stands_alone(mala_data):
+    """The `dos` target works on a dataset holding only a DOS (QE's dos.x output for Al36)."""
+    qe = malaflow.read_snapshot(mala_data / "Al36" / "Al.pw.scf.out")
+    dos = np.load(mala_data / "Al36" / "Al_dos.npy")
+    ds = xr.Dataset({"dos": ("energy", dos)}, coords={"energy": -10 + 0.1 * np.arange(len(dos))},
+                    attrs={"temperature": qe.temperature, "n_electrons": qe.n_electrons})
+    obs = malaflow.observables(ds, target="dos")
+    assert abs(obs.fermi_energy - 7.5327) <= 3.2e-3 and obs.n_electrons == pytest.approx(108, rel=1e-8)
+    assert {p.name for p in malaflow.list_plugins("targets")} >= {"dos", "ldos"}

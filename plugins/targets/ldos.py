@@ -183,19 +183,15 @@ class Observables:
         return asdict(self)
 
 
-class LDOSTarget:
-    """LDOS(r, ε) in 1/(eV·Å³) → DOS, density, N, Fermi level, band energy, −TS."""
+class DOSTarget:
+    """D(ε) in 1/eV (variable ``dos``) → Fermi level, electron count, band energy, −TS."""
 
-    name = "ldos"
-    description = "LDOS → DOS, density, Fermi level, band energy, entropy (analytic/quadrature)"
+    name = "dos"
+    description = "DOS → Fermi level, band energy, entropy (analytic/quadrature)"
 
     def dos(self, ds: xr.Dataset) -> xr.DataArray:
-        """The snapshot's DOS D(ε) in 1/eV (lazy if the dataset is)."""
-        return density_of_states(ds["ldos"], np.array(ds.attrs["cell"]))
-
-    def density(self, ds: xr.Dataset, fermi_energy: float, scheme: str = "analytic") -> xr.DataArray:
-        """The snapshot's electron density n(r) in 1/Å³ at μ = ``fermi_energy`` (lazy)."""
-        return density(ds["ldos"], fermi_energy, check_temperature(ds.attrs.get("temperature")), scheme)
+        """The snapshot's DOS D(ε) in 1/eV."""
+        return ds["dos"]
 
     def observables(
         self, ds: xr.Dataset, scheme: str = "analytic", temperature: float | None = None,
@@ -207,7 +203,7 @@ class LDOSTarget:
         if n_e is None:
             raise ParameterError("the electron count is unknown: pass n_electrons=")
         energies = ds["energy"].values
-        dos = check_finite(self.dos(ds).values, "LDOS")
+        dos = check_finite(self.dos(ds).values, self.name.upper())
         mu = fermi_energy if fermi_energy is not None else fermi_level(dos, energies, temperature, n_e, scheme)
         return Observables(
             fermi_energy=mu,
@@ -219,6 +215,21 @@ class LDOSTarget:
         )
 
 
+class LDOSTarget(DOSTarget):
+    """LDOS(r, ε) in 1/(eV·Å³) → DOS, density, N, Fermi level, band energy, −TS."""
+
+    name = "ldos"
+    description = "LDOS → DOS, density, Fermi level, band energy, entropy (analytic/quadrature)"
+
+    def dos(self, ds: xr.Dataset) -> xr.DataArray:
+        """D(ε) = Σ_r LDOS ΔV in 1/eV (lazy if the dataset is)."""
+        return density_of_states(ds["ldos"], np.array(ds.attrs["cell"]))
+
+    def density(self, ds: xr.Dataset, fermi_energy: float, scheme: str = "analytic") -> xr.DataArray:
+        """The snapshot's electron density n(r) in 1/Å³ at μ = ``fermi_energy`` (lazy)."""
+        return density(ds["ldos"], fermi_energy, check_temperature(ds.attrs.get("temperature")), scheme)
+
+
 @hookimpl
 def malaflow_targets() -> list[type]:
-    return [LDOSTarget]
+    return [DOSTarget, LDOSTarget]
