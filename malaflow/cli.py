@@ -205,7 +205,7 @@ def catalog_validate(catalog: Optional[Path] = CatalogOption) -> None:
 
 @app.command("demo")
 def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
-    """Run the main job on the shipped Be demo data: ingest, catalog, summaries."""
+    """Run the main job on the shipped Be demo data: ingest, summaries, observables, DOS plot."""
     from .demo import run_demo
 
     run_demo(catalog or default_catalog_path())
