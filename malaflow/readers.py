@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputFileError, MalaflowError, PluginError
+from .errors import InputFileError, PluginError
 from .plugins import get_plugin, list_plugins
 from .snapshot import Snapshot
 
@@ -128,10 +128,3 @@ class TextFile:
         if count is not None and len(values) != count:
             raise self.error(f"expected {count} numbers, got {len(values)}: {text.strip()!r}", index)
         return values
-
-
-def ensure_float(value: Any, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise MalaflowError(f"{what} must be a number, got {value!r}") from None

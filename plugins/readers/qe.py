@@ -22,6 +22,8 @@ from malaflow.snapshot import voxel_volume
 from malaflow.units import BOHR_ANGSTROM, KB_EV, RYDBERG_EV
 from malaflow.xarray_backend import ReaderBackend
 
+from ..targets.fermi_integrals import fermi_dirac
+
 FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][-+]?\d+)?"
 _ENERGY_TERMS = {
     "total_energy": r"^!\s+total energy\s+=",
@@ -36,13 +38,6 @@ _ENERGY_TERMS = {
 
 def is_pw_output(path: Path) -> bool:
     return path.is_file() and "Program PWSCF" in head(path)
-
-
-def fermi_dirac(energy: np.ndarray, mu: float, kt: float) -> np.ndarray:
-    """Occupation 1/(1 + exp((ε − μ)/kT)), overflow-safe."""
-    from scipy.special import expit
-
-    return expit(-(np.asarray(energy) - mu) / kt)
 
 
 def parse_pw_output(path: str | Path) -> dict[str, Any]:
