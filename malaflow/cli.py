@@ -82,6 +82,13 @@ def _store(target: str, catalog: Optional[Path]) -> Path:
     return path if path.exists() else _catalog(catalog).store_path(target)
 
 
+def _open(target: str, catalog: Optional[Path]):
+    """The snapshot dataset (lazy) of a store path or catalog id."""
+    from .snapshot import open_snapshot
+
+    return open_snapshot(_store(target, catalog))
+
+
 SnapshotArg = typer.Argument(..., help="A snapshot store (.zarr) or a catalog id")
 SchemeOption = typer.Option("analytic", help="Energy integration: analytic or quadrature")
 
@@ -99,9 +106,8 @@ def info_cmd(target: str = SnapshotArg, catalog: Optional[Path] = CatalogOption)
 def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
     """Fermi level, electron count, band energy and -TS from the LDOS, beside the DFT values."""
     from .observables import observables_table
-    from .snapshot import open_snapshot
 
-    typer.echo(observables_table(open_snapshot(_store(target, catalog)), scheme))
+    typer.echo(observables_table(_open(target, catalog), scheme))
 
 
 @plot_app.command("dos")
@@ -109,9 +115,8 @@ def plot_dos_cmd(target: str = SnapshotArg, output: Path = typer.Option(Path("do
                  scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
     """DOS with the Fermi level marked."""
     from .plots import plot_dos
-    from .snapshot import open_snapshot
 
-    typer.echo(f"wrote {plot_dos(open_snapshot(_store(target, catalog)), output, scheme)}")
+    typer.echo(f"wrote {plot_dos(_open(target, catalog), output, scheme)}")
 
 
 @plot_app.command("density")
@@ -120,9 +125,8 @@ def plot_density_cmd(target: str = SnapshotArg, output: Path = typer.Option(Path
                      scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
     """A slice of the electron density at the self-consistent Fermi level."""
     from .plots import plot_density_slice
-    from .snapshot import open_snapshot
 
-    typer.echo(f"wrote {plot_density_slice(open_snapshot(_store(target, catalog)), output, axis, index, scheme)}")
+    typer.echo(f"wrote {plot_density_slice(_open(target, catalog), output, axis, index, scheme)}")
 
 
 @catalog_app.command("list")
