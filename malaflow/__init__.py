@@ -25,11 +25,17 @@ from .plugins import get_plugin, list_plugins
 from .readers import Reader, read_snapshot
 from .catalog import Catalog
 from .observables import observables
+from .descriptors import Descriptor, Structure
+from .compute import compute_descriptors, descriptor_grid
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Catalog",
+    "Descriptor",
+    "Structure",
+    "compute_descriptors",
+    "descriptor_grid",
     "CatalogError",
     "InputFileError",
     "MalaflowError",

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="Query and extend the snapshot catalog (catalog.yaml).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+descriptors_app = typer.Typer(help="Descriptor plugins: list them, compute them into snapshot stores.", no_args_is_help=True)
+app.add_typer(descriptors_app, name="descriptors")
 plot_app = typer.Typer(help="Plots of a snapshot (PNG).", no_args_is_help=True)
 app.add_typer(plot_app, name="plot")
 
@@ -38,7 +40,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise MalaflowError(f"--option needs KEY=VALUE, got {pair!r}")
+            raise MalaflowError(f"expected KEY=VALUE, got {pair!r}")
         options[key.strip()] = yaml.safe_load(value)
     return options
 
@@ -205,6 +207,49 @@ def catalog_validate(catalog: Optional[Path] = CatalogOption) -> None:
     for r in cat.records:
         cat.verify(r.id)
     typer.echo(f"{cat.path}: {len(cat.records)} snapshots, all raw files present and unchanged")
+
+
+@descriptors_app.command("list")
+def descriptors_list() -> None:
+    """Every descriptor plugin with its parameters and their defaults."""
+    from .descriptors import describe_params
+    from .plugins import list_plugins
+
+    for p in list_plugins("descriptors"):
+        doc = (p.cls.__doc__ or "").strip().split("\n")[0]
+        how = "blockwise (any chunk, any worker)" if getattr(p.cls, "blockwise", True) else "whole grid per task"
+        typer.echo(f"{p.name}  [{p.package} {p.version}; {how}]\n  {doc}")
+        for name, default, help in describe_params(p.cls):
+            typer.echo(f"    {name + '=' + repr(default):<28} {help}")
+        typer.echo("")
+
+
+@descriptors_app.command("compute")
+def descriptors_compute(
+    targets: Optional[list[str]] = typer.Argument(None, help="Snapshot stores (.zarr) or catalog ids [default: every catalogued snapshot]"),
+    plugin: str = typer.Option("bispectrum", "--plugin", "-p", help="Descriptor plugin (see `malaflow descriptors list`)"),
+    param: list[str] = typer.Option([], "--param", help="Plugin parameter KEY=VALUE (repeatable), e.g. twojmax=8"),
+    chunks: Optional[int] = typer.Option(None, help="Spatial chunk edge of the stored array [32]"),
+    overwrite: bool = typer.Option(False, help="Recompute and replace stored descriptors of the same name"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Compute descriptors into snapshot stores, in parallel, with a progress bar."""
+    from .compute import compute_descriptors
+    from .descriptors import get_descriptor
+    from .snapshot import list_descriptors
+
+    if targets:
+        paths = [_store(t, catalog) for t in targets]
+    else:
+        cat = _catalog(catalog)
+        paths = [cat.resolve(r.store) for r in cat.records]
+    descriptor = get_descriptor(plugin, _parse_options(param))
+    name = descriptor.store_name()
+    cached = [p for p in paths if name in list_descriptors(p)]
+    arrays = compute_descriptors(paths, descriptor, chunks=chunks, overwrite=overwrite)
+    for path, arr in zip(paths, arrays):
+        state = "present (parameters equal)" if path in cached and not overwrite else "written"
+        typer.echo(f"{path}: descriptors/{name} {tuple(arr.shape)} {state}")
 
 
 @app.command("demo")

@@ -67,7 +67,9 @@ def grid_positions(
     grid and of the cube files pp.x writes.
     """
     frac = np.asarray(indices, dtype=float) / np.asarray(grid_shape, dtype=float)
-    return frac @ np.asarray(cell, dtype=float)
+    cell = np.asarray(cell, dtype=float)
+    # written out rather than frac @ cell, whose rounding can depend on the array length
+    return frac[:, 0:1] * cell[0] + frac[:, 1:2] * cell[1] + frac[:, 2:3] * cell[2]
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -391,7 +393,8 @@ def list_descriptors(path: str | Path) -> list[str]:
     root = zarr.open_group(path, mode="r")
     if DESCRIPTOR_GROUP not in root:
         return []
-    return sorted(root[DESCRIPTOR_GROUP].group_keys())
+    # hidden names are arrays being written (see malaflow.compute)
+    return sorted(k for k in root[DESCRIPTOR_GROUP].group_keys() if not k.startswith("."))
 
 
 def open_descriptors(path: str | Path, name: str) -> xr.DataArray:

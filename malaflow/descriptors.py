@@ -1,0 +1,330 @@
+"""Descriptors: what a descriptor plugin is, and how malaflow runs one over a grid.
+
+A descriptor plugin is one class (subclass :class:`Descriptor`) with a parameter
+dataclass. If it is *blockwise* it only writes ``compute(points, positions, numbers,
+structure)`` for a batch of Cartesian points and the atoms near them (periodic images
+included, found here); malaflow splits the grid into chunks, each chunk into batches,
+and sends the chunks to any Dask worker. A plugin that can only do a whole grid at once
+(LAMMPS) sets ``blockwise = False`` and writes ``compute_grid`` instead; then one
+snapshot is one task, and several snapshots run side by side.
+
+Everything here is deterministic per point: a point's features do not depend on the
+chunk or batch it was computed in (see :func:`periodic_images`), so any chunking gives
+bit-identical arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import MalaflowError, ParameterError
+from .plugins import get_plugin
+from .snapshot import grid_positions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_POINTS = 4096
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@dataclass(frozen=True, eq=False)
+class Structure:
+    """Atoms in a cell, with positions wrapped into it: what a descriptor needs.
+
+    Small and picklable, so it is what travels to Dask workers (not the snapshot with
+    its grid arrays). ``frac`` are fractional coordinates in [0, 1) along periodic axes.
+    """
+
+    positions: np.ndarray
+    numbers: np.ndarray
+    cell: np.ndarray
+    pbc: tuple[bool, bool, bool]
+    frac: np.ndarray
+
+    @classmethod
+    def build(cls, positions: Any, numbers: Any, cell: Any, pbc: Any = True) -> Structure:
+        """Check the input and wrap atoms outside the cell back in (saying so in the log)."""
+        positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+        numbers = np.asarray(numbers, dtype=int).reshape(-1)
+        cell = np.asarray(cell, dtype=float)
+        pbc = tuple(bool(p) for p in np.broadcast_to(pbc, 3))
+        if len(positions) == 0:
+            raise ParameterError("the structure has no atoms; descriptors need at least one atom")
+        if len(numbers) != len(positions):
+            raise ParameterError(f"{len(positions)} positions but {len(numbers)} atomic numbers")
+        if cell.shape != (3, 3) or not np.isfinite(cell).all():
+            raise ParameterError(f"the cell must be a finite 3×3 matrix (rows a1, a2, a3 in Å), got {cell.tolist()}")
+        volume = np.linalg.det(cell)
+        if abs(volume) < 1e-8:
+            raise ParameterError(f"the cell {cell.tolist()} has zero volume")
+        if not np.isfinite(positions).all():
+            raise ParameterError("atomic positions contain NaN or infinity")
+        if numbers.min() < 1 or numbers.max() > 118:
+            raise ParameterError(f"atomic numbers must be 1…118, got {sorted(set(numbers.tolist()))}")
+        frac = np.linalg.solve(cell.T, positions.T).T
+        wrapped = frac.copy()
+        for axis in range(3):
+            if pbc[axis]:
+                wrapped[:, axis] -= np.floor(wrapped[:, axis])
+                wrapped[wrapped[:, axis] >= 1.0, axis] = 0.0  # -1e-17 wraps to exactly 1.0
+        moved = np.flatnonzero(np.abs(wrapped - frac).max(axis=1) > 1e-12)
+        if len(moved):
+            log.warning(
+                "%d atom(s) outside the cell (indices %s) wrapped back into it",
+                len(moved), ", ".join(map(str, moved[:10])) + (" …" if len(moved) > 10 else ""),
+            )
+        positions = wrapped[:, 0:1] * cell[0] + wrapped[:, 1:2] * cell[1] + wrapped[:, 2:3] * cell[2]
+        return cls(positions, numbers, cell, pbc, wrapped)
+
+    @classmethod
+    def from_any(cls, obj: Any) -> Structure:
+        """From a :class:`Structure`, :class:`~malaflow.Snapshot`, ``ase.Atoms`` or snapshot dataset."""
+        if isinstance(obj, Structure):
+            return obj
+        if hasattr(obj, "get_positions") and hasattr(obj, "get_cell"):  # ase.Atoms
+            return cls.build(obj.get_positions(), obj.numbers, np.asarray(obj.get_cell()), obj.pbc)
+        if hasattr(obj, "data_vars"):  # xarray snapshot dataset
+            return cls.build(obj["positions"].values, obj["numbers"].values, obj.attrs["cell"], obj.attrs["pbc"])
+        if hasattr(obj, "positions") and hasattr(obj, "cell"):  # Snapshot
+            return cls.build(obj.positions, obj.numbers, obj.cell, obj.pbc)
+        raise MalaflowError(f"cannot take atoms from a {type(obj).__name__}")
+
+    @property
+    def elements(self) -> list[int]:
+        """Atomic numbers present, ascending: the default element order of descriptors."""
+        return sorted(set(self.numbers.tolist()))
+
+    def heights(self) -> np.ndarray:
+        """Distance between opposite faces of the cell, per axis (Å)."""
+        a = self.cell
+        volume = abs(np.linalg.det(a))
+        return np.array([volume / np.linalg.norm(np.cross(a[(i + 1) % 3], a[(i + 2) % 3])) for i in range(3)])
+
+
+def check_grid(grid_shape: Sequence[int]) -> tuple[int, int, int]:
+    """A grid shape of three positive integers, or a clear error."""
+    try:
+        shape = tuple(int(n) for n in grid_shape)
+    except (TypeError, ValueError):
+        raise ParameterError(f"the grid shape must be three integers, got {grid_shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ParameterError(f"the grid must have three positive sizes (nx, ny, nz), got {tuple(grid_shape)}")
+    return shape
+
+
+def periodic_images(
+    structure: Structure, frac_lo: np.ndarray, frac_hi: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and atomic numbers of all atom images that can lie within ``cutoff``
+    of a point whose fractional coordinates are inside [frac_lo, frac_hi].
+
+    A point and an atom closer than r differ by less than r/h along fractional axis i
+    (h the distance between the cell's faces), so the search box is widened by that.
+    Images come in a fixed order — by lattice shift (n1, n2, n3), then atom index — so
+    the atoms within the cutoff of a point appear in the same relative order whatever
+    box they were found for; with an order-preserving sum that makes results
+    independent of chunking.
+    """
+    margin = cutoff / structure.heights()
+    lo = np.asarray(frac_lo, dtype=float) - margin
+    hi = np.asarray(frac_hi, dtype=float) + margin
+    ranges = [
+        range(math.floor(lo[i]) - 1, math.ceil(hi[i]) + 1) if structure.pbc[i] else range(0, 1)
+        for i in range(3)
+    ]
+    shifts = np.array(list(itertools.product(*ranges)), dtype=float)  # lexicographic
+    frac = structure.frac[None, :, :] + shifts[:, None, :]  # (shift, atom, 3)
+    inside = np.all((frac >= lo) & (frac <= hi), axis=2)
+    shift_idx, atom_idx = np.nonzero(inside)  # row-major: shift first, then atom
+    s = shifts[shift_idx]
+    cell = structure.cell
+    positions = structure.positions[atom_idx] + s[:, 0:1] * cell[0] + s[:, 1:2] * cell[1] + s[:, 2:3] * cell[2]
+    return positions, structure.numbers[atom_idx]
+
+
+# --------------------------------------------------------------------------- plugin base
+
+
+def param(default: Any, help: str) -> Any:
+    """A parameter field with a one-line explanation (shown by `malaflow descriptors list`)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def describe_params(cls: type[Descriptor]) -> list[tuple[str, Any, str]]:
+    """(name, default, help) of each parameter of a descriptor class."""
+    return [(f.name, f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls.Params)]
+
+
+class Descriptor:
+    """Base class of descriptor plugins.
+
+    Subclasses set ``name``, ``Params`` (a dataclass whose fields have defaults) and
+    either ``compute`` (blockwise) or ``compute_grid`` with ``blockwise = False``; they
+    say how many features they give with ``n_features`` and, if blockwise, how far
+    atoms reach with ``halo``. Parameters are checked and normalised on construction,
+    so equal physics gives an equal :meth:`params_hash`.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    blockwise: ClassVar[bool] = True
+    #: Dask resources a task of this plugin asks for (e.g. {"GPU": 1}); see cluster docs.
+    resources: ClassVar[dict[str, float] | None] = None
+
+    def __init__(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        given = {**(params or {}), **kwargs}
+        fields = {f.name: f for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise ParameterError(
+                f"descriptor {self.name!r} has no parameter(s) {', '.join(unknown)}; "
+                f"its parameters are: {', '.join(fields)}"
+            )
+        defaults = dataclasses.asdict(self.Params())
+        values = {k: _coerce(self.name, k, v, defaults[k]) for k, v in given.items()}
+        self.params = self.Params(**values)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Params())
+
+    def params_dict(self) -> dict[str, Any]:
+        """The parameters as plain JSON-able values (what is stored with the array)."""
+        return json.loads(json.dumps(dataclasses.asdict(self.params), sort_keys=True))
+
+    def params_hash(self) -> str:
+        """Short hash of plugin name and parameters: equal physics, equal hash."""
+        text = json.dumps({"plugin": self.name, "params": self.params_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def store_name(self) -> str:
+        """Name of the array in a snapshot store: the plugin name for the default
+        parameters, the name plus a hash otherwise (so parameter sets sit side by side)."""
+        if self.params_dict() == type(self)().params_dict():
+            return self.name
+        return f"{self.name}-{self.params_hash()[:8]}"
+
+    def n_features(self, structure: Structure) -> int:
+        raise NotImplementedError
+
+    def halo(self) -> float:
+        """Å: atoms farther than this from a point do not change its features."""
+        raise NotImplementedError
+
+    def compute(
+        self, points: np.ndarray, positions: np.ndarray, numbers: np.ndarray, structure: Structure
+    ) -> np.ndarray:
+        """Features (n_points, n_features) at Cartesian ``points`` (Å) from the atoms at
+        ``positions`` (periodic images included; all atoms within :meth:`halo` of every
+        point are there, and possibly more)."""
+        raise NotImplementedError
+
+    def compute_grid(self, structure: Structure, grid_shape: tuple[int, int, int]) -> np.ndarray:
+        """Features (nx, ny, nz, n_features) on the whole grid of the cell."""
+        return compute_block(self, structure, grid_shape, tuple(slice(0, n) for n in grid_shape))
+
+
+def _coerce(plugin: str, key: str, value: Any, default: Any) -> Any:
+    """Read a parameter as the type of its default: 4 → 4.0 for a float, "8" is an error."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ParameterError(f"descriptor {plugin!r}: {key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, Mapping):
+            return {str(k): _coerce(plugin, f"{key}[{k}]", v, default) for k, v in value.items()}
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ParameterError(
+                f"descriptor {plugin!r}: {key} must be a number (default {default!r}), got {value!r}"
+            )
+        if isinstance(default, int):
+            if float(value) != int(value):
+                raise ParameterError(f"descriptor {plugin!r}: {key} must be an integer, got {value!r}")
+            return int(value)
+        return float(value)
+    return value
+
+
+def get_descriptor(plugin: str | Descriptor, params: Mapping[str, Any] | None = None) -> Descriptor:
+    """A descriptor instance from a registered plugin name (or pass one through)."""
+    if isinstance(plugin, Descriptor):
+        if params:
+            raise ParameterError("pass parameters either in the descriptor instance or as params, not both")
+        return plugin
+    cls = get_plugin("descriptors", plugin)
+    if not (isinstance(cls, type) and issubclass(cls, Descriptor)):
+        raise MalaflowError(f"descriptor plugin {plugin!r} ({cls!r}) does not subclass malaflow.Descriptor")
+    return cls(params)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def compute_block(
+    descriptor: Descriptor,
+    structure: Structure,
+    grid_shape: tuple[int, int, int],
+    block: tuple[slice, slice, slice],
+    batch_points: int = DEFAULT_BATCH_POINTS,
+) -> np.ndarray:
+    """Features of one block of grid points, (bx, by, bz, n_features), from the atoms alone.
+
+    The block is done in batches of at most ``batch_points`` consecutive points, each
+    with its own neighbour search, which bounds memory whatever the block size.
+    """
+    if not descriptor.blockwise:
+        raise MalaflowError(f"descriptor {descriptor.name!r} computes whole grids only, not blocks")
+    shape = tuple(len(range(*s.indices(n))) for s, n in zip(block, grid_shape))
+    idx = np.stack(
+        np.meshgrid(*[np.arange(n)[s] for s, n in zip(block, grid_shape)], indexing="ij"), axis=-1
+    ).reshape(-1, 3)
+    n_features = descriptor.n_features(structure)
+    out = np.empty((len(idx), n_features), dtype=float)
+    grid = np.asarray(grid_shape, dtype=float)
+    halo = float(descriptor.halo())
+    for start in range(0, len(idx), max(1, int(batch_points))):
+        frac = idx[start : start + batch_points] / grid
+        points = grid_positions(structure.cell, grid_shape, idx[start : start + batch_points])
+        positions, numbers = periodic_images(structure, frac.min(axis=0), frac.max(axis=0), halo)
+        values = np.asarray(descriptor.compute(points, positions, numbers, structure), dtype=float)
+        if values.shape != (len(points), n_features):
+            raise MalaflowError(
+                f"descriptor {descriptor.name!r} returned shape {values.shape} for {len(points)} "
+                f"points; it declares {n_features} features"
+            )
+        out[start : start + len(points)] = values
+    return out.reshape(*shape, n_features)
+
+
+def grid_blocks(
+    grid_shape: tuple[int, int, int], chunks: tuple[int, int, int]
+) -> list[tuple[slice, slice, slice]]:
+    """The blocks of a grid cut into chunks (the last along each axis may be smaller)."""
+    axes = [[slice(s, min(s + c, n)) for s in range(0, n, c)] for n, c in zip(grid_shape, chunks)]
+    return list(itertools.product(*axes))
+
+
+def sequential_sum(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum along ``axis`` strictly left to right.
+
+    Adding an exact 0.0 then changes nothing, so a sum over a superset of neighbours
+    with zeros beyond the cutoff equals the sum over the exact set, bit for bit —
+    numpy's pairwise ``sum`` would regroup the terms by array length instead.
+    """
+    if values.shape[axis] == 0:
+        return np.zeros(np.delete(values.shape, axis if axis >= 0 else values.ndim + axis))
+    return np.take(np.cumsum(values, axis=axis), -1, axis=axis)
