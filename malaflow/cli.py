@@ -254,7 +254,7 @@ def descriptors_compute(
 
 @app.command("demo")
 def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
-    """Run the main job on the shipped Be demo data: ingest, summaries, observables, DOS plot."""
+    """Run the main job on the shipped Be demo data: ingest, descriptors, observables, DOS plot."""
     from .demo import run_demo
 
     run_demo(catalog or default_catalog_path())

@@ -41,6 +41,7 @@ from .snapshot import (
     SPATIAL_DIMS,
     Chunks,
     list_descriptors,
+    move_into_place,
     open_descriptors,
     open_snapshot,
 )
@@ -282,17 +283,6 @@ def _start_array(path: Path, descriptor: Descriptor, structure: Structure, grid,
     return partial
 
 
-def _finish_array(partial: Path, final: Path) -> None:
-    """Rename the complete array into place (replacing an older one if asked to)."""
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(final, old)
-        os.rename(partial, final)
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, final)
-
-
 def compute_descriptors(
     sources: Source | Sequence[Source],
     plugin: str | Descriptor = "bispectrum",
@@ -356,7 +346,7 @@ def compute_descriptors(
                 out.append(_as_dataarray(_assemble(results[span], grid, chunks, descriptor, n_features), descriptor, name))
                 continue
             if partial is not None:
-                _finish_array(partial, path / DESCRIPTOR_GROUP / name)
+                move_into_place(partial, path / DESCRIPTOR_GROUP / name)
                 log.info("%s: wrote descriptors/%s", path, name)
             out.append(open_descriptors(path, name))
     except BaseException:

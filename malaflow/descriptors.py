@@ -106,6 +106,22 @@ class Structure:
         """Atomic numbers present, ascending: the default element order of descriptors."""
         return sorted(set(self.numbers.tolist()))
 
+    def element_order(self, symbols: Sequence[str] | None, plugin: str) -> list[int]:
+        """Atomic numbers in the order a descriptor's ``elements`` parameter gives
+        (default: those present, ascending); every element present must be in it."""
+        if symbols is None:
+            return self.elements
+        from ase.data import atomic_numbers, chemical_symbols
+
+        order = [atomic_numbers[e] for e in symbols]
+        missing = sorted(set(self.elements) - set(order))
+        if missing:
+            raise ParameterError(
+                f"{plugin}: the structure has element(s) {[chemical_symbols[z] for z in missing]} "
+                f"not in elements={list(symbols)}"
+            )
+        return order
+
     def heights(self) -> np.ndarray:
         """Distance between opposite faces of the cell, per axis (Å)."""
         a = self.cell
@@ -234,6 +250,17 @@ class Descriptor:
     def compute_grid(self, structure: Structure, grid_shape: tuple[int, int, int]) -> np.ndarray:
         """Features (nx, ny, nz, n_features) on the whole grid of the cell."""
         return compute_block(self, structure, grid_shape, tuple(slice(0, n) for n in grid_shape))
+
+
+def check_elements(plugin: str, elements: Sequence[str] | None) -> list[str] | None:
+    """An ``elements`` parameter: None, or a non-empty list of chemical symbols."""
+    if elements is None:
+        return None
+    from ase.data import atomic_numbers
+
+    if isinstance(elements, str) or not elements or any(e not in atomic_numbers for e in elements):
+        raise ParameterError(f"{plugin}: elements must be a list of chemical symbols, got {elements!r}")
+    return list(elements)
 
 
 def _coerce(plugin: str, key: str, value: Any, default: Any) -> Any:

@@ -7,10 +7,13 @@ registered through the entry-point group ``malaflow``. Each hook returns a list 
 Contract of the classes each hook returns (all have a class attribute ``name``):
 
 descriptors
-    ``params`` (a dataclass type with the parameters and their defaults),
-    ``halo(params) -> float`` (Å of atoms around a block that influence it) and
-    ``compute(positions, numbers, cell, pbc, points, params) -> ndarray`` giving
-    (n_points, n_features) for any block of real-space points.
+    subclasses of :class:`malaflow.Descriptor`: ``Params`` (a dataclass with the
+    parameters and their defaults), ``n_features(structure)``, ``halo() -> float``
+    (Å of atoms around a point that influence it) and
+    ``compute(points, positions, numbers, structure) -> ndarray`` giving
+    (n_points, n_features) for any batch of points, the atoms' periodic images
+    already found — or ``blockwise = False`` and ``compute_grid`` for codes that
+    only do whole grids. See docs/plugins.md.
 targets
     functions turning a target array (e.g. the LDOS) into observables.
 models

@@ -272,6 +272,18 @@ def chunk_spec(ds: xr.Dataset | xr.DataArray, chunks: Chunks) -> dict[str, int]:
 # --------------------------------------------------------------------------- writing
 
 
+def move_into_place(complete: Path, path: Path) -> None:
+    """Rename a finished directory to ``path``, replacing what is there (each step a
+    rename, so ``path`` is always either the old or the new version, never a mix)."""
+    if path.exists():
+        old = path.parent / f".malaflow-old-{path.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(path, old)
+        os.rename(complete, path)
+        shutil.rmtree(old)
+    else:
+        os.rename(complete, path)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` only if the block succeeds.
@@ -286,13 +298,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     tmp = path.parent / f".malaflow-tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
-        if path.exists():
-            old = path.parent / f".malaflow-old-{path.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
+        move_into_place(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -171,7 +170,9 @@ def test_demo_end_to_end(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "4 store(s) written" in result.stdout and result.stdout.count("2 atoms (Be)") == 4
+    assert "4 computed" in result.stdout and result.stdout.count("descriptors/bispectrum") == 4
     assert len(re.findall(r"electrons +4\.000000 +4\.000000", result.stdout)) == 4  # N from the LDOS = DFT
     assert (tmp_path / "demo-output" / "dos-be2-3.png").is_file()
     snap = malaflow.load_snapshot(tmp_path / "stores" / "be2-3.zarr")
     np.testing.assert_array_equal(np.asarray(snap.ldos), np.load(DEMO_DATA / "Be_snapshot3.out.npy"))
+    assert snap.descriptors["bispectrum"].shape == (18, 18, 27, 91)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import xarray as xr
 
 import malaflow
 from malaflow.errors import InputFileError
-from malaflow.units import BOHR_ANGSTROM, KB_EV, RYDBERG_EV
+from malaflow.units import KB_EV, RYDBERG_EV
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 
 from malaflow import hookimpl
-from malaflow.descriptors import Descriptor, param, Structure
+from malaflow.descriptors import Descriptor, Structure, check_elements, param
 from malaflow.errors import MalaflowError, ParameterError
 from malaflow.lammps_loader import import_lammps
 
@@ -48,10 +48,7 @@ class BispectrumParams:
         for flag in ("bzeroflag", "quadraticflag", "switchflag"):
             if getattr(self, flag) not in (0, 1):
                 raise ParameterError(f"bispectrum: {flag} must be 0 or 1, got {getattr(self, flag)}")
-        if self.elements is not None:
-            if not self.elements or any(e not in atomic_numbers for e in self.elements):
-                raise ParameterError(f"bispectrum: elements must be chemical symbols, got {self.elements!r}")
-            self.elements = list(self.elements)
+        self.elements = check_elements("bispectrum", self.elements)
 
 
 def n_bispectrum(twojmax: int) -> int:
@@ -91,18 +88,6 @@ class BispectrumDescriptor(Descriptor):
     Params = BispectrumParams
     blockwise = False
 
-    def element_numbers(self, structure: Structure) -> list[int]:
-        if self.params.elements is None:
-            return structure.elements
-        order = [atomic_numbers[e] for e in self.params.elements]
-        missing = sorted(set(structure.elements) - set(order))
-        if missing:
-            raise ParameterError(
-                f"bispectrum: the structure has element(s) {[chemical_symbols[z] for z in missing]} "
-                f"not in elements={self.params.elements}"
-            )
-        return order
-
     def per_element(self, key: str, order: list[int]) -> list[float]:
         """radelem or wj for each element in ``order``."""
         value = getattr(self.params, key)
@@ -126,7 +111,7 @@ class BispectrumDescriptor(Descriptor):
     def lammps_commands(self, structure: Structure, grid_shape: tuple[int, int, int]) -> list[str]:
         """The LAMMPS input that sets up the box and the sna/grid compute."""
         p = self.params
-        order = self.element_numbers(structure)
+        order = structure.element_order(self.params.elements, self.name)
         lx, ly, lz, xy, xz, yz = lammps_cell(structure.cell)
         boundary = " ".join("p" if periodic else "f" for periodic in structure.pbc)
         radii = " ".join(repr(r) for r in self.per_element("radelem", order))
@@ -149,7 +134,7 @@ class BispectrumDescriptor(Descriptor):
 
     def compute_grid(self, structure: Structure, grid_shape: tuple[int, int, int]) -> np.ndarray:
         lammps = import_lammps()
-        order = self.element_numbers(structure)
+        order = structure.element_order(self.params.elements, self.name)
         types = [order.index(z) + 1 for z in structure.numbers]
         lx, ly, lz, xy, xz, yz = lammps_cell(structure.cell)
         rotated = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])

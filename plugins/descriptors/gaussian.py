@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
 
 from malaflow import hookimpl
-from malaflow.descriptors import Descriptor, param, Structure, sequential_sum
+from malaflow.descriptors import Descriptor, Structure, check_elements, param, sequential_sum
 from malaflow.errors import ParameterError
 
 
@@ -27,11 +26,7 @@ class GaussianParams:
     def __post_init__(self) -> None:
         if not self.sigma > 0 or not self.cutoff > 0:
             raise ParameterError(f"gaussian: sigma and cutoff must be > 0 Å, got {self.sigma}, {self.cutoff}")
-        if self.elements is not None:
-            unknown = [e for e in self.elements if e not in atomic_numbers]
-            if unknown or not self.elements:
-                raise ParameterError(f"gaussian: elements must be chemical symbols, got {self.elements!r}")
-            self.elements = list(self.elements)
+        self.elements = check_elements("gaussian", self.elements)
 
 
 class GaussianDescriptor(Descriptor):
@@ -40,20 +35,8 @@ class GaussianDescriptor(Descriptor):
     name = "gaussian"
     Params = GaussianParams
 
-    def _element_numbers(self, structure: Structure) -> list[int]:
-        if self.params.elements is None:
-            return structure.elements
-        wanted = [atomic_numbers[e] for e in self.params.elements]
-        missing = sorted(set(structure.elements) - set(wanted))
-        if missing:
-            raise ParameterError(
-                f"gaussian: the structure has element(s) {[chemical_symbols[z] for z in missing]} "
-                f"not in elements={self.params.elements}"
-            )
-        return wanted
-
     def n_features(self, structure: Structure) -> int:
-        return len(self._element_numbers(structure))
+        return len(structure.element_order(self.params.elements, self.name))
 
     def halo(self) -> float:
         return self.params.cutoff
@@ -65,7 +48,7 @@ class GaussianDescriptor(Descriptor):
         g = np.where(r2 < cutoff * cutoff, np.exp(-r2 / (2.0 * sigma * sigma)), 0.0)
         g *= (2.0 * np.pi * sigma * sigma) ** -1.5
         return np.stack(
-            [sequential_sum(np.where(numbers == z, g, 0.0), axis=1) for z in self._element_numbers(structure)],
+            [sequential_sum(np.where(numbers == z, g, 0.0), axis=1) for z in structure.element_order(self.params.elements, self.name)],
             axis=1,
         )
 

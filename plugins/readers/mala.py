@@ -17,7 +17,6 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
