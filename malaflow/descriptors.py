@@ -173,9 +173,12 @@ def periodic_images(
 # --------------------------------------------------------------------------- plugin base
 
 
-def param(default: Any, help: str) -> Any:
-    """A parameter field with a one-line explanation (shown by `malaflow descriptors list`)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def param(default: Any, help: str, hashed: bool = True) -> Any:
+    """A parameter field with a one-line explanation (shown by `malaflow descriptors list`).
+
+    ``hashed=False`` marks a setting that changes how, not what, is computed (a device,
+    a precision): it is left out of the stored parameters and their hash."""
+    return dataclasses.field(default=default, metadata={"help": help, "hashed": hashed})
 
 
 def describe_params(cls: type[Descriptor]) -> list[tuple[str, Any, str]]:
@@ -217,8 +220,14 @@ class Descriptor:
         return dataclasses.asdict(cls.Params())
 
     def params_dict(self) -> dict[str, Any]:
-        """The parameters as plain JSON-able values (what is stored with the array)."""
-        return json.loads(json.dumps(dataclasses.asdict(self.params), sort_keys=True))
+        """The parameters that define the features, as plain JSON-able values (what is
+        stored with the array and hashed)."""
+        values = {
+            f.name: getattr(self.params, f.name)
+            for f in dataclasses.fields(self.params)
+            if f.metadata.get("hashed", True)
+        }
+        return json.loads(json.dumps(values, sort_keys=True))
 
     def params_hash(self) -> str:
         """Short hash of plugin name and parameters: equal physics, equal hash."""

@@ -300,19 +300,23 @@ def test_bad_input_gives_clear_errors(be_store, caplog):
 
 
 def test_distributed_cluster_equals_threads(tmp_path):
-    """Two worker processes: chunks of a blockwise plugin and whole snapshots (LAMMPS)
+    """Two worker processes: chunks of blockwise plugins and whole snapshots (LAMMPS)
     spread over them, results identical to the local threaded run."""
     distributed = pytest.importorskip("distributed")
     snaps = [read_snapshot(DEMO_DATA / f"Be_snapshot{i}.info.json") for i in range(2)]
     stores = [write_snapshot(s, tmp_path / f"s{i}.zarr") for i, s in enumerate(snaps)]
     local = compute_descriptors(snaps, "gaussian", chunks=8, progress=False)
     local_b = compute_descriptors(snaps, "bispectrum", params={"twojmax": 4}, progress=False)
+    local_t = compute_descriptors(snaps[0], "bispectrum_torch", params={"twojmax": 2}, chunks=9, progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             stored = compute_descriptors(stores, "gaussian", chunks=8, client=client, progress=False, dtype=None)
             stored_b = compute_descriptors(stores, "bispectrum", params={"twojmax": 4}, client=client,
                                            progress=False, dtype=None)
-    for a, b in zip(stored + stored_b, local + local_b):
+            # asks for a GPU, but no worker has one: runs on the CPU workers instead
+            stored_t = compute_descriptors(stores[0], "bispectrum_torch", params={"twojmax": 2}, chunks=9,
+                                           client=client, progress=False, dtype=None)
+    for a, b in zip(stored + stored_b + [stored_t], local + local_b + [local_t]):
         np.testing.assert_array_equal(a.values, b.values)
 
 
