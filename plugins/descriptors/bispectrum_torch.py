@@ -186,6 +186,19 @@ def cos_sin(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 1.0 - 2.0 * (sin_h * sin_h), 2.0 * (sin_h * cos_h)
 
 
+def _complex_product(f: torch.Tensor, g: torch.Tensor, out: torch.Tensor | None = None,
+                     tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """f·g for complex numbers stored as (re, im) on axis 1; into ``out`` (using ``tmp``)
+    when given, else as a new tensor — the same operations in the same order either way."""
+    if out is None:
+        return torch.stack([f[:, 0] * g[:, 0] - f[:, 1] * g[:, 1], f[:, 0] * g[:, 1] + f[:, 1] * g[:, 0]], dim=1)
+    torch.mul(f[:, 0], g[:, 0], out=out[:, 0])
+    out[:, 0].sub_(torch.mul(f[:, 1], g[:, 1], out=tmp))
+    torch.mul(f[:, 0], g[:, 1], out=out[:, 1])
+    out[:, 1].add_(torch.mul(f[:, 1], g[:, 0], out=tmp))
+    return out
+
+
 def mirror_rows(u: torch.Tensor, j: int, rows: range) -> torch.Tensor:
     """Rows ``rows`` of U_j (n, ·, j+1, 2) from the rows j − m' they mirror:
     U_j[m', m] = (−1)^(m + m') conj(U_j[j − m', j − m])."""
@@ -254,6 +267,7 @@ def u_total(points: torch.Tensor, positions: torch.Tensor, radius: torch.Tensor,
     cut = 2.0 * p.rcutfac * radius  # LAMMPS: r_c = 2·rcutfac·R of the neighbour's element
     half = [torch.zeros((n_points, (j // 2 + 1) * (j + 1) * 2), dtype=dt, device=device) for j in range(p.twojmax + 1)]
     pi, ni = _neighbour_pairs(points, positions, cut)
+    in_place = not (torch.is_grad_enabled() and (points.requires_grad or positions.requires_grad))
     for start in range(0, len(pi), PAIRS_PER_STEP):
         ip, jn = pi[start : start + PAIRS_PER_STEP], ni[start : start + PAIRS_PER_STEP]
         rij = points[ip] - positions[jn]
@@ -272,7 +286,10 @@ def u_total(points: torch.Tensor, positions: torch.Tensor, radius: torch.Tensor,
             fc = torch.ones_like(r)
         scale = (fc * weight[jn])[:, None]
         for j, v in enumerate(wigner_v_half(a, b, p.twojmax)):
-            half[j] = half[j].index_add(0, ip, scale * v.reshape(len(r), -1))
+            if in_place:
+                half[j].index_add_(0, ip, v.reshape(len(r), -1).mul_(scale))
+            else:
+                half[j] = half[j].index_add(0, ip, scale * v.reshape(len(r), -1))
     full = []
     for j, h in enumerate(half):
         eye = torch.stack([torch.eye(j + 1, dtype=dt, device=device)[: j // 2 + 1],
@@ -301,20 +318,31 @@ def bispectrum_features(
     i1, i2, z, z_u, z_feature = (torch.as_tensor(x, device=device) for x in (c.i1, c.i2, c.z, c.z_u, c.z_feature))
     coeff = torch.as_tensor(c.coeff, dtype=real, device=device)[:, None, None]
     n_b = len(bispectrum_indices(p.twojmax))
-    # points last: gathers and sums then run over whole rows (index_select / index_add on dim 0)
+    # Points last: gathers and sums then run over whole rows (index_select / index_add
+    # on dim 0). Without autograd the work arrays are allocated once and reused: fresh
+    # ones of tens of MB per step fragment the C heap until the process holds GBs.
     u_t = u_tot.permute(1, 2, 0)  # (entry, re/im, point)
+    step = min(POINTS_PER_STEP, max(n_points, 1))
+    reuse = not (torch.is_grad_enabled() and u_tot.requires_grad)
+    shapes = {"f": (len(i1), 2, step), "g": (len(i1), 2, step), "fg": (len(i1), 2, step),
+              "t": (len(i1), step), "z": (len(c.z_u), 2, step), "uz": (len(c.z_u), 2, step)}
+    work = {k: torch.empty(v, dtype=real, device=device) for k, v in shapes.items()} if reuse else {}
+    buf = lambda name, n: work[name][..., :n] if reuse else None  # noqa: E731
     blocks = []
-    for start in range(0, n_points, POINTS_PER_STEP):
-        u = u_t[:, :, start : start + POINTS_PER_STEP].contiguous()
-        first, second = u[i1], u[i2]
-        product = torch.stack([
-            first[:, 0] * second[:, 0] - first[:, 1] * second[:, 1],
-            first[:, 0] * second[:, 1] + first[:, 1] * second[:, 0],
-        ], dim=1)  # U_j1 · U_j2
-        zlist = torch.zeros((len(c.z_u), 2, u.shape[2]), dtype=real, device=device).index_add(0, z, product * coeff)
-        uz = u[z_u] * zlist
+    for start in range(0, n_points, step):
+        u = u_t[:, :, start : start + step].contiguous()
+        n = u.shape[2]
+        f = torch.index_select(u, 0, i1, out=buf("f", n))
+        g = torch.index_select(u, 0, i2, out=buf("g", n))
+        product = _complex_product(f, g, buf("fg", n), buf("t", n))  # U_j1 · U_j2
+        if reuse:
+            zlist = work["z"][..., :n].zero_().index_add_(0, z, product.mul_(coeff))
+            uz = torch.index_select(u, 0, z_u, out=buf("uz", n)).mul_(zlist)
+        else:
+            zlist = torch.zeros((len(c.z_u), 2, n), dtype=real, device=device).index_add(0, z, product * coeff)
+            uz = u[z_u] * zlist
         terms = uz[:, 0] + uz[:, 1]  # Re(conj(U_j) · Z)
-        blocks.append(torch.zeros((n_b, u.shape[2]), dtype=real, device=device).index_add(0, z_feature, terms).T)
+        blocks.append(torch.zeros((n_b, n), dtype=real, device=device).index_add(0, z_feature, terms).T)
     b_list = torch.cat(blocks) if blocks else torch.zeros((0, n_b), dtype=real, device=device)
     if p.bzeroflag:
         j = torch.tensor([jj for _, _, jj in bispectrum_indices(p.twojmax)], dtype=real, device=device)

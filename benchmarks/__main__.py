@@ -1,0 +1,26 @@
+"""``python -m benchmarks [task ...]``: run benchmark tasks and print their tables."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+from .harness import machine
+
+TASKS = ["descriptors"]
+
+
+def main(argv: list[str]) -> None:
+    tasks = argv or TASKS
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        sys.exit(f"unknown task(s) {unknown}; tasks: {', '.join(TASKS)}")
+    print(f"machine: {machine()}\ndate: {time.strftime('%Y-%m-%d')}\n")
+    for task in tasks:
+        print(f"## {task}\n")
+        print(importlib.import_module(f"benchmarks.{task}").main() + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

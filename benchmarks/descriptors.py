@@ -1,0 +1,57 @@
+"""Descriptor benchmark: SNAP bispectrum (twojmax 10, MALA's parameters) by LAMMPS
+(`bispectrum` plugin) and by PyTorch (`bispectrum_torch`), CPU time per grid point.
+
+Systems: the Be2 snapshot of the demo data (2 atoms, 18×18×27 grid) and a 2×2×2 fcc Al
+supercell (32 atoms, a = 4.05 Å, 32³ grid).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .harness import measure, table
+
+SYSTEMS = {
+    "Be2 (2 atoms, 18×18×27)": "be2",
+    "Al fcc 2×2×2 (32 atoms, 32³)": "al32",
+}
+
+
+def _structure(system: str):
+    from malaflow import read_snapshot
+    from malaflow.descriptors import Structure
+
+    if system == "be2":
+        snap = read_snapshot("malaflow/demo_data/Be2/Be_snapshot0.info.json")
+        return Structure.from_any(snap), snap.grid_shape
+    from ase.build import bulk
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 2, 2))
+    return Structure.from_any(atoms), (32, 32, 32)
+
+
+def run(system: str, plugin: str) -> float:
+    """Seconds for the whole grid of ``system`` with ``plugin`` (imports not counted)."""
+    from malaflow.descriptors import get_descriptor
+
+    structure, grid = _structure(system)
+    descriptor = get_descriptor(plugin)
+    t0 = time.perf_counter()
+    descriptor.compute_grid(structure, grid)
+    return time.perf_counter() - t0
+
+
+def main() -> str:
+    rows = []
+    for label, system in SYSTEMS.items():
+        _, grid = _structure(system)
+        points = grid[0] * grid[1] * grid[2]
+        lammps = measure("benchmarks.descriptors", "run", system, "bispectrum")
+        torch_ = measure("benchmarks.descriptors", "run", system, "bispectrum_torch")
+        per = lambda m: f"{1e6 * m.seconds / points:.0f}" if m.seconds else m.note  # noqa: E731
+        ratio = f"{torch_.seconds / lammps.seconds:.2f}" if lammps.seconds and torch_.seconds else "-"
+        rows.append([label, f"{points}", f"{lammps.seconds:.2f}" if lammps.seconds else "-", per(lammps),
+                     f"{torch_.seconds:.2f}" if torch_.seconds else "-", per(torch_), ratio,
+                     f"{lammps.peak_mb:.0f} / {torch_.peak_mb:.0f}"])
+    return table(rows, ["system", "points", "LAMMPS s", "LAMMPS µs/pt", "torch s", "torch µs/pt",
+                        "torch : LAMMPS", "peak MB (L / t)"])

@@ -1,0 +1,64 @@
+"""Measure one piece of work in a fresh subprocess: wall time of the work itself and the
+peak resident memory of the whole process, with the same thread count on every side."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+
+THREADS = int(os.environ.get("MALAFLOW_BENCH_THREADS", "1"))
+
+
+@dataclass
+class Measurement:
+    seconds: float | None
+    peak_mb: float
+    note: str = ""
+
+
+def measure(module: str, function: str, *args) -> Measurement:
+    """Run ``module.function(*args)`` (it returns the seconds its work took, or raises)
+    in a new interpreter; report that time and the peak RSS of that interpreter."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+    code = (
+        "import json, resource, sys, torch\n"
+        f"torch.set_num_threads({THREADS})\n"
+        f"from {module} import {function}\n"
+        f"seconds = {function}(*json.loads(sys.argv[1]))\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print('RESULT', json.dumps([seconds, peak]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(list(args))], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        return Measurement(None, float("nan"), last[:160])
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    seconds, peak = json.loads(line[7:])
+    return Measurement(float(seconds), float(peak))
+
+
+def machine() -> str:
+    """One line describing this machine, for RESULTS.md."""
+    cpu = platform.processor() or "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 2**20
+    except OSError:
+        mem = float("nan")
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, Python {platform.python_version()}, {THREADS} thread(s) per side"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A Markdown table."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
