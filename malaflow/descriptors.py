@@ -15,10 +15,7 @@ bit-identical arrays.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -28,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import MalaflowError, ParameterError
+from .params import Configurable, describe_params, param  # noqa: F401 (re-exported for plugins)
 from .plugins import get_plugin
 from .snapshot import grid_positions
 
@@ -173,20 +171,7 @@ def periodic_images(
 # --------------------------------------------------------------------------- plugin base
 
 
-def param(default: Any, help: str, hashed: bool = True) -> Any:
-    """A parameter field with a one-line explanation (shown by `malaflow descriptors list`).
-
-    ``hashed=False`` marks a setting that changes how, not what, is computed (a device,
-    a precision): it is left out of the stored parameters and their hash."""
-    return dataclasses.field(default=default, metadata={"help": help, "hashed": hashed})
-
-
-def describe_params(cls: type[Descriptor]) -> list[tuple[str, Any, str]]:
-    """(name, default, help) of each parameter of a descriptor class."""
-    return [(f.name, f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls.Params)]
-
-
-class Descriptor:
+class Descriptor(Configurable):
     """Base class of descriptor plugins.
 
     Subclasses set ``name``, ``Params`` (a dataclass whose fields have defaults) and
@@ -196,43 +181,10 @@ class Descriptor:
     so equal physics gives an equal :meth:`params_hash`.
     """
 
-    name: ClassVar[str]
-    Params: ClassVar[type]
+    kind = "descriptor"
     blockwise: ClassVar[bool] = True
     #: Dask resources a task of this plugin asks for (e.g. {"GPU": 1}); see cluster docs.
     resources: ClassVar[dict[str, float] | None] = None
-
-    def __init__(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        given = {**(params or {}), **kwargs}
-        fields = {f.name: f for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(given) - set(fields))
-        if unknown:
-            raise ParameterError(
-                f"descriptor {self.name!r} has no parameter(s) {', '.join(unknown)}; "
-                f"its parameters are: {', '.join(fields)}"
-            )
-        defaults = dataclasses.asdict(self.Params())
-        values = {k: _coerce(self.name, k, v, defaults[k]) for k, v in given.items()}
-        self.params = self.Params(**values)
-
-    @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        return dataclasses.asdict(cls.Params())
-
-    def params_dict(self) -> dict[str, Any]:
-        """The parameters that define the features, as plain JSON-able values (what is
-        stored with the array and hashed)."""
-        values = {
-            f.name: getattr(self.params, f.name)
-            for f in dataclasses.fields(self.params)
-            if f.metadata.get("hashed", True)
-        }
-        return json.loads(json.dumps(values, sort_keys=True))
-
-    def params_hash(self) -> str:
-        """Short hash of plugin name and parameters: equal physics, equal hash."""
-        text = json.dumps({"plugin": self.name, "params": self.params_dict()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def store_name(self) -> str:
         """Name of the array in a snapshot store: the plugin name for the default
@@ -270,29 +222,6 @@ def check_elements(plugin: str, elements: Sequence[str] | None) -> list[str] | N
     if isinstance(elements, str) or not elements or any(e not in atomic_numbers for e in elements):
         raise ParameterError(f"{plugin}: elements must be a list of chemical symbols, got {elements!r}")
     return list(elements)
-
-
-def _coerce(plugin: str, key: str, value: Any, default: Any) -> Any:
-    """Read a parameter as the type of its default: 4 → 4.0 for a float, "8" is an error."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ParameterError(f"descriptor {plugin!r}: {key} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, (int, float)):
-        if isinstance(value, Mapping):
-            return {str(k): _coerce(plugin, f"{key}[{k}]", v, default) for k, v in value.items()}
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ParameterError(
-                f"descriptor {plugin!r}: {key} must be a number (default {default!r}), got {value!r}"
-            )
-        if isinstance(default, int):
-            if float(value) != int(value):
-                raise ParameterError(f"descriptor {plugin!r}: {key} must be an integer, got {value!r}")
-            return int(value)
-        return float(value)
-    return value
 
 
 def get_descriptor(plugin: str | Descriptor, params: Mapping[str, Any] | None = None) -> Descriptor:
