@@ -27,6 +27,8 @@ from .catalog import Catalog
 from .observables import observables
 from .descriptors import Descriptor, Structure
 from .compute import compute_descriptors, descriptor_grid
+from .artifact import TrainedModel, load_model
+from .training import TrainingConfig, train
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,10 @@ __all__ = [
     "Catalog",
     "Descriptor",
     "Structure",
+    "TrainedModel",
+    "TrainingConfig",
+    "load_model",
+    "train",
     "compute_descriptors",
     "descriptor_grid",
     "CatalogError",

@@ -150,7 +150,7 @@ def descriptor_grid(
 # --------------------------------------------------------------------------- tasks
 
 
-def _default_client() -> Any:
+def session_client() -> Any:
     """The Dask distributed client of this session, if the user made one."""
     try:
         from distributed import default_client
@@ -162,7 +162,7 @@ def _default_client() -> Any:
         return None
 
 
-def _worker_resources(client: Any, wanted: Mapping[str, float] | None) -> dict[str, float] | None:
+def task_resources(client: Any, wanted: Mapping[str, float] | None) -> dict[str, float] | None:
     """``wanted`` if some worker offers it, else None (then any CPU worker runs the task)."""
     if not wanted:
         return None
@@ -186,13 +186,13 @@ def run_tasks(
     Results come back in task order; a progress bar counts finished tasks. The first
     failure cancels what has not started and is raised.
     """
-    client = client or _default_client()
+    client = client or session_client()
     results: list[Any] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress or not tasks)
     if client is not None:
         from distributed import as_completed
 
-        res = _worker_resources(client, resources)
+        res = task_resources(client, resources)
         futures = [client.submit(fn, *args, pure=False, resources=res) for fn, args in tasks]
         index = {f.key: i for i, f in enumerate(futures)}
         try:

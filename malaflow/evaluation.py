@@ -1,0 +1,67 @@
+"""How good a prediction is: LDOS, band energy, Fermi level and density beside the DFT
+reference of a snapshot, each side at its own self-consistent Fermi level."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .observables import observables
+from .snapshot import open_descriptors, open_snapshot
+
+
+@dataclass
+class Errors:
+    snapshot: str
+    ldos_mse: float  # (1/(eV·Å³))²
+    band_energy_mev_per_atom: float  # predicted − reference
+    fermi_mev: float
+    density_relative: float  # Σ|n_pred − n_ref| / Σ n_ref
+
+    def as_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Errors:
+    """Errors of a predicted snapshot dataset against a reference one on the same grid."""
+    from .plugins import get_plugin
+
+    target = get_plugin("targets", "ldos")()
+    ours, theirs = observables(predicted), observables(reference)
+    n_atoms = reference.sizes["atom"]
+    n_pred = target.density(predicted, ours.fermi_energy)
+    n_ref = target.density(reference, theirs.fermi_energy)
+    diff = (predicted["ldos"] - reference["ldos"].astype(np.float64)) ** 2
+    mse, l1, norm = (float(v) for v in xr.DataArray.compute(xr.concat(
+        [diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum()], dim="q")))
+    return Errors(
+        snapshot=name,
+        ldos_mse=mse,
+        band_energy_mev_per_atom=1000.0 * (ours.band_energy - theirs.band_energy) / n_atoms,
+        fermi_mev=1000.0 * (ours.fermi_energy - theirs.fermi_energy),
+        density_relative=l1 / norm,
+    )
+
+
+def evaluate_store(model, store: str | Path, name: str = "") -> Errors:
+    """Predict a stored snapshot from its stored descriptors (computed if missing) and
+    compare with its LDOS."""
+    from .compute import compute_descriptors
+
+    store = Path(store)
+    descriptor = model.descriptor_plugin()
+    compute_descriptors(store, descriptor, progress=False)  # a cache hit when present
+    reference = open_snapshot(store)
+    predicted = model.predict(reference, descriptors=open_descriptors(store, descriptor.store_name()))
+    return compare(predicted, reference, name or store.stem)
+
+
+def errors_table(rows: list[Errors]) -> str:
+    lines = [f"{'snapshot':<16} {'LDOS MSE':>12} {'ΔE_band meV/atom':>17} {'ΔE_F meV':>10} {'density rel.':>13}"]
+    for e in rows:
+        lines.append(f"{e.snapshot:<16} {e.ldos_mse:12.4e} {e.band_energy_mev_per_atom:17.3f} "
+                     f"{e.fermi_mev:10.3f} {e.density_relative:13.5f}")
+    return "\n".join(lines)
