@@ -29,10 +29,12 @@ from .descriptors import Descriptor, Structure
 from .compute import compute_descriptors, descriptor_grid
 from .artifact import TrainedModel, load_model
 from .training import TrainingConfig, train
+from .calculator import Calculator
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calculator",
     "Catalog",
     "Descriptor",
     "Structure",

@@ -252,6 +252,79 @@ def descriptors_compute(
         typer.echo(f"{path}: descriptors/{name} {tuple(arr.shape)} {state}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="Training config (YAML); see examples/train-be2.yaml"),
+    resume: bool = typer.Option(True, help="Continue from the checkpoint in the output folder, if any"),
+    max_epochs: Optional[int] = typer.Option(None, help="Stop after this many epochs in this run (resume later)"),
+) -> None:
+    """Train a model on catalogued snapshots; prints the validation errors."""
+    from .artifact import load_model
+    from .evaluation import errors_table, evaluate_store
+    from .training import TrainingConfig, train
+
+    cfg = TrainingConfig.load(config)
+    path = train(cfg, resume=resume, max_epochs=max_epochs)
+    model = load_model(path)
+    cat = Catalog.load(cfg.catalog or default_catalog_path())
+    ids = model.metadata["validation_snapshots"]
+    typer.echo(f"model: {path}  (history: {path / 'history.csv'})\nvalidation:")
+    typer.echo(errors_table([evaluate_store(model, cat.store_path(i), i) for i in ids]))
+
+
+@app.command("predict")
+def predict_cmd(
+    model: Path = typer.Argument(..., help="Trained model folder"),
+    structure: Path = typer.Argument(..., help="Atomic structure: any file ASE reads (POSCAR, .xyz, .cif, pw.x input, ...)"),
+    grid: Optional[tuple[int, int, int]] = typer.Option(None, help="Grid points NX NY NZ [the training spacing]"),
+    chunks: int = typer.Option(32, help="Spatial chunk edge: bounds the memory of each task"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the predicted LDOS as a Zarr store"),
+    plot: Optional[Path] = typer.Option(None, help="PNG of the predicted DOS"),
+    scheme: str = SchemeOption,
+) -> None:
+    """Predict the LDOS of a structure chunk by chunk and print its observables."""
+    import ase.io
+
+    from .artifact import load_model
+    from .observables import observables
+    from .snapshot import write_snapshot
+
+    try:
+        atoms = ase.io.read(structure)
+    except Exception as exc:
+        raise MalaflowError(f"{structure}: ASE cannot read this structure ({exc})") from None
+    predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks)
+    obs = observables(predicted, scheme=scheme)
+    typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
+    for key, value in obs.as_dict().items():
+        typer.echo(f"  {key:<22} {value}")
+    if output:
+        typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks)}")
+    if plot:
+        from .plots import plot_dos
+
+        typer.echo(f"wrote {plot_dos(predicted, plot, scheme)}")
+
+
+@app.command("test")
+def test_cmd(
+    model: Path = typer.Argument(..., help="Trained model folder"),
+    split: str = typer.Option("test", help="Catalog split to test on"),
+    ids: Optional[list[str]] = typer.Option(None, "--id", help="Snapshot ids instead of a split (repeatable)"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Errors of a model on test snapshots: LDOS MSE, band energy, Fermi level, density."""
+    from .artifact import load_model
+    from .evaluation import errors_table, evaluate_store
+
+    cat = _catalog(catalog)
+    chosen = ids or [r.id for r in cat.query(split=split)]
+    if not chosen:
+        raise MalaflowError(f"no snapshots with split {split!r} in {cat.path}")
+    trained = load_model(model)
+    typer.echo(errors_table([evaluate_store(trained, cat.store_path(i), i) for i in chosen]))
+
+
 @app.command("demo")
 def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
     """Run the main job on the shipped Be demo data: ingest, descriptors, observables, DOS plot."""

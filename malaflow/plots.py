@@ -40,6 +40,28 @@ def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target:
     return Path(path)
 
 
+def plot_dos_comparison(predicted: xr.Dataset, reference: xr.Dataset, path: str | Path,
+                        scheme: str = "analytic", title: str = "") -> Path:
+    """PNG of the predicted DOS over the reference one, each with its Fermi level."""
+    plt = _pyplot()
+    target = get_plugin("targets", "ldos")()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for ds, label, color in ((reference, "DFT LDOS", "0.3"), (predicted, "predicted", "C0")):
+        obs = observables(ds, scheme=scheme)
+        dos = target.dos(ds)
+        ax.plot(dos["energy"], dos.values, "o-" if label == "DFT LDOS" else "s--", color=color,
+                label=f"{label}: E_F = {obs.fermi_energy:.3f} eV, E_band = {obs.band_energy:.4f} eV")
+        ax.axvline(obs.fermi_energy, color=color, ls=":")
+    ax.set_xlabel("energy (eV)")
+    ax.set_ylabel("DOS (1/eV)")
+    ax.set_title(title or "DOS: prediction vs. DFT")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_density_slice(
     ds: xr.Dataset, path: str | Path, axis: str = "z", index: int | None = None,
     scheme: str = "analytic", target: str = "ldos",

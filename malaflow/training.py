@@ -107,9 +107,9 @@ class TrainingConfig:
             raise ParameterError(f"training config: unknown key(s) {unknown}; known: {sorted(known)}")
         config = cls(**source)
         if base is not None:
-            config.output = str(base / config.output)
+            config.output = str((base / config.output).resolve())
             if config.catalog:
-                config.catalog = str(base / config.catalog)
+                config.catalog = str((base / config.catalog).resolve())
         return config
 
 
@@ -251,7 +251,7 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
             loss = loss_fn(network(xb), yb)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(xb)
+            total += loss.item() * len(xb)
             count += len(xb)
         train_loss = total / count
         val_loss = _evaluate_loss(network, val_loader, device)

@@ -1,0 +1,44 @@
+"""An ASE calculator backed by a trained malaflow model.
+
+``atoms.calc = malaflow.Calculator(model)`` and ``atoms.get_potential_energy()`` gives
+the energy from the predicted LDOS. Until the total-energy terms land it is the band
+energy (plus −TS for ``free_energy``); ``calc.results`` also holds the Fermi level and
+the electron count. ASE's state check caches results per configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ase.calculators.calculator import Calculator as AseCalculator
+from ase.calculators.calculator import all_changes
+
+from .artifact import TrainedModel, load_model
+from .observables import observables
+from .snapshot import Chunks
+
+
+class Calculator(AseCalculator):
+    """Energies of a configuration from the LDOS a malaflow model predicts."""
+
+    implemented_properties = ["energy", "free_energy"]
+
+    def __init__(self, model: TrainedModel | str, grid_shape: Sequence[int] | None = None,
+                 chunks: Chunks = None, scheme: str = "analytic", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = load_model(model) if isinstance(model, str) else model
+        self.grid_shape, self.chunks, self.scheme = grid_shape, chunks, scheme
+        self.evaluations = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        predicted = self.model.predict(self.atoms, grid_shape=self.grid_shape, chunks=self.chunks)
+        obs = observables(predicted, scheme=self.scheme)
+        self.evaluations += 1
+        self.results = {
+            "energy": obs.band_energy,
+            "free_energy": obs.band_energy + obs.entropy_contribution,
+            "fermi_level": obs.fermi_energy,
+            "n_electrons": obs.n_electrons,
+        }
