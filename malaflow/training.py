@@ -158,7 +158,7 @@ def _valence(cat: Catalog, ids: list[str], given: Mapping[str, float] | None) ->
             f"cannot tell the valence electrons of {elements} from the training snapshots; "
             "give valence: {element: electrons} in the config"
         )
-    return dict(zip(elements, solution.tolist()))
+    return {e: round(float(v), 9) for e, v in zip(elements, solution)}  # 2.0, not 1.9999999999999996
 
 
 def train(
