@@ -8,7 +8,7 @@ import time
 
 from .harness import machine
 
-TASKS = ["descriptors"]
+TASKS = ["descriptors", "training"]
 
 
 def main(argv: list[str]) -> None:

@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 THREADS = int(os.environ.get("MALAFLOW_BENCH_THREADS", "1"))
 
@@ -18,11 +18,13 @@ class Measurement:
     seconds: float | None
     peak_mb: float
     note: str = ""
+    extra: dict = field(default_factory=dict)
 
 
 def measure(module: str, function: str, *args) -> Measurement:
-    """Run ``module.function(*args)`` (it returns the seconds its work took, or raises)
-    in a new interpreter; report that time and the peak RSS of that interpreter."""
+    """Run ``module.function(*args)`` in a new interpreter; it returns the seconds its
+    work took, or a dict with ``seconds`` and further results (or raises). Report these
+    and the peak RSS of that interpreter."""
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
     code = (
         "import json, resource, sys, torch\n"
@@ -39,8 +41,9 @@ def measure(module: str, function: str, *args) -> Measurement:
         last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
         return Measurement(None, float("nan"), last[:160])
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    seconds, peak = json.loads(line[7:])
-    return Measurement(float(seconds), float(peak))
+    result, peak = json.loads(line[7:])
+    extra = dict(result) if isinstance(result, dict) else {"seconds": result}
+    return Measurement(float(extra.pop("seconds")), float(peak), extra=extra)
 
 
 def machine() -> str:
