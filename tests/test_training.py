@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from malaflow.data import BatchLoader, Scaler, SnapshotPair
 from malaflow.errors import ParameterError, PluginError
 from malaflow.evaluation import evaluate_store
 
-from conftest import DEMO_DATA, REPO
+from conftest import DEMO_DATA
 
 runner = CliRunner()
 SPLITS = ["train", "train", "validation", "test"]
