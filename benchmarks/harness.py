@@ -27,11 +27,12 @@ def measure(module: str, function: str, *args) -> Measurement:
     and the peak RSS of that interpreter."""
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
     code = (
-        "import json, resource, sys, torch\n"
+        "import json, sys, torch\n"
         f"torch.set_num_threads({THREADS})\n"
         f"from {module} import {function}\n"
         f"seconds = {function}(*json.loads(sys.argv[1]))\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        # VmHWM, not ru_maxrss: the latter survives exec and may be the parent's
+        "peak = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024\n"
         "print('RESULT', json.dumps([seconds, peak]))\n"
     )
     proc = subprocess.run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -35,8 +36,7 @@ def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Err
     n_pred = target.density(predicted, ours.fermi_energy)
     n_ref = target.density(reference, theirs.fermi_energy)
     diff = (predicted["ldos"] - reference["ldos"].astype(np.float64)) ** 2
-    mse, l1, norm = (float(v) for v in xr.DataArray.compute(xr.concat(
-        [diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum()], dim="q")))
+    mse, l1, norm = (float(v) for v in dask.compute(diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum()))
     return Errors(
         snapshot=name,
         ldos_mse=mse,

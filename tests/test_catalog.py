@@ -171,8 +171,14 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "4 store(s) written" in result.stdout and result.stdout.count("2 atoms (Be)") == 4
     assert "4 computed" in result.stdout and result.stdout.count("descriptors/bispectrum") == 4
-    assert len(re.findall(r"electrons +4\.000000 +4\.000000", result.stdout)) == 4  # N from the LDOS = DFT
+    assert len(re.findall(r"electrons +4\.000000 +4\.000000", result.stdout)) == 5  # N from the LDOS = DFT (4 + predicted)
     assert (tmp_path / "demo-output" / "dos-be2-3.png").is_file()
     snap = malaflow.load_snapshot(tmp_path / "stores" / "be2-3.zarr")
     np.testing.assert_array_equal(np.asarray(snap.ldos), np.load(DEMO_DATA / "Be_snapshot3.out.npy"))
     assert snap.descriptors["bispectrum"].shape == (18, 18, 27, 91)
+    # trained on be2-0/1, the test snapshot's band energy from the predicted LDOS is
+    # within 20 meV/atom of the one from the DFT LDOS
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("be2-3 "))
+    assert abs(float(row.split()[2])) < 20.0
+    assert (tmp_path / "demo-output" / "dos-predicted-be2-3.png").is_file()
+    assert (tmp_path / "demo-output" / "model" / "model.json").is_file()
