@@ -284,7 +284,6 @@ def test_streaming_trains_a_dataset_larger_than_the_memory_it_uses(tmp_path):
     Trained once streaming (cache limit 20 MB, buffer 16 384 points) and once cached,
     each in a fresh process: the streaming run's peak memory is lower by most of the
     dataset, i.e. it never holds it."""
-    from ase import Atoms
 
     cat = Catalog(tmp_path / "catalog.yaml")
     rng = np.random.default_rng(0)
