@@ -60,6 +60,9 @@ class TrainedModel:
     valence: dict[str, float]
     grid_spacing: list[float]  # Å per grid step along a1, a2, a3 in the training data
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: of the training DFT: {"pseudopotentials": {element: UPF name}, "ecutrho": Ry}; the
+    #: UPF files are copied beside the model, so predictions give the total energy
+    dft: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ files
 
@@ -73,6 +76,7 @@ class TrainedModel:
             "scalers": {"inputs": self.x_scaler.to_dict(), "outputs": self.y_scaler.to_dict()},
             "valence": self.valence,
             "grid_spacing": self.grid_spacing,
+            "dft": self.dft,
             "metadata": self.metadata,
         }
 
@@ -115,6 +119,7 @@ class TrainedModel:
             network, meta["model"], meta["descriptor"], x_scaler, y_scaler,
             np.asarray(target["energies"], dtype=float), float(target["temperature"]),
             {k: float(v) for k, v in meta["valence"].items()}, list(meta["grid_spacing"]), meta.get("metadata", {}),
+            meta.get("dft", {}),
         )
 
     # ------------------------------------------------------------------ use
@@ -180,7 +185,7 @@ class TrainedModel:
             "malaflow_format": FORMAT_VERSION, "cell": s.cell.tolist(), "pbc": list(s.pbc), "grid_shape": list(grid),
             "temperature": self.temperature, "n_electrons": self.n_electrons(s.numbers), "fermi_energy": None,
             "reference": {}, "code": "malaflow-prediction", "provenance": {"model": self.metadata.get("path")},
-            "units": UNITS,
+            "units": UNITS, **self.dft,
         }
         return xr.Dataset(
             {

@@ -1,9 +1,11 @@
 """An ASE calculator backed by a trained malaflow model.
 
 ``atoms.calc = malaflow.Calculator(model)`` and ``atoms.get_potential_energy()`` gives
-the energy from the predicted LDOS. Until the total-energy terms land it is the band
-energy (plus −TS for ``free_energy``); ``calc.results`` also holds the Fermi level and
-the electron count. ASE's state check caches results per configuration.
+the energy from the predicted LDOS: with the training DFT's pseudopotentials (copied
+beside the model) the total energy — ``free_energy`` is F = E − TS, ``energy`` is
+E — otherwise the band energy (``results["kind"]`` says which). ``calc.results`` also
+holds the Fermi level and the electron count. ASE's state check caches results per
+configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from ase.calculators.calculator import Calculator as AseCalculator
 from ase.calculators.calculator import all_changes
 
 from .artifact import TrainedModel, load_model
-from .observables import observables
+from .errors import MalaflowError
+from .observables import energy_terms, observables
 from .snapshot import Chunks
 
 
@@ -36,9 +39,15 @@ class Calculator(AseCalculator):
         predicted = self.model.predict(self.atoms, grid_shape=self.grid_shape, chunks=self.chunks)
         obs = observables(predicted, scheme=self.scheme)
         self.evaluations += 1
+        try:
+            terms = energy_terms(predicted, self.scheme)
+            free, entropy, kind = terms.total_energy, terms.entropy_contribution, "total"
+        except MalaflowError:
+            free, entropy, kind = obs.band_energy + obs.entropy_contribution, obs.entropy_contribution, "band"
         self.results = {
-            "energy": obs.band_energy,
-            "free_energy": obs.band_energy + obs.entropy_contribution,
+            "energy": free - entropy,
+            "free_energy": free,
+            "kind": kind,
             "fermi_level": obs.fermi_energy,
             "n_electrons": obs.n_electrons,
         }

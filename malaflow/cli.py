@@ -105,11 +105,12 @@ def info_cmd(target: str = SnapshotArg, catalog: Optional[Path] = CatalogOption)
 
 
 @app.command("observables")
-def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
-    """Fermi level, electron count, band energy and -TS from the LDOS, beside the DFT values."""
+def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption,
+                    pseudo_dir: Optional[Path] = typer.Option(None, help="Folder of the UPF files [found automatically]")) -> None:
+    """Fermi level, N, band energy, −TS, energy terms and total free energy from the LDOS, beside DFT."""
     from .observables import observables_table
 
-    typer.echo(observables_table(_open(target, catalog), scheme))
+    typer.echo(observables_table(_open(target, catalog), scheme, pseudo_dir))
 
 
 @plot_app.command("dos")

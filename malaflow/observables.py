@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
+from .errors import MalaflowError
 from .plugins import get_plugin
 
 
@@ -19,8 +23,56 @@ def observables(ds: xr.Dataset, target: str = "ldos", scheme: str = "analytic", 
     return get_plugin("targets", target)().observables(ds, scheme=scheme, **options)
 
 
-def observables_table(ds: xr.Dataset, scheme: str = "analytic") -> str:
-    """Our observables beside the DFT reference values stored in the snapshot."""
+def pseudopotential_dirs(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -> list[Path]:
+    """Where a snapshot's UPF files are looked for, in order: ``pseudo_dir``,
+    $MALAFLOW_PSEUDO_DIR, $ESPRESSO_PSEUDO, the folders of its raw files (and their
+    parents), the model folder of a prediction, the shipped demo data."""
+    dirs = [pseudo_dir, os.environ.get("MALAFLOW_PSEUDO_DIR"), os.environ.get("ESPRESSO_PSEUDO")]
+    provenance = ds.attrs.get("provenance") or {}
+    for file in (provenance.get("files") or {}):
+        dirs += [Path(file).parent, Path(file).parent.parent]
+    dirs.append(provenance.get("model"))
+    dirs.append(Path(__file__).parent / "demo_data" / "Be2")
+    return list(dict.fromkeys(Path(d) for d in dirs if d))
+
+
+def find_pseudopotentials(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -> dict[str, Any]:
+    """{element: Pseudopotential} for the UPF files a snapshot names."""
+    from malaflow_plugins.targets.total_energy import read_upf
+
+    names = ds.attrs.get("pseudopotentials") or {}
+    if not names:
+        raise MalaflowError("the snapshot does not name its pseudopotentials (attribute 'pseudopotentials')")
+    dirs = pseudopotential_dirs(ds, pseudo_dir)
+    found = {}
+    for element, name in names.items():
+        path = next((d / name for d in dirs if (d / name).is_file()), None)
+        if path is None:
+            raise MalaflowError(
+                f"pseudopotential {name} for {element} not found in {', '.join(map(str, dirs))}; "
+                "pass pseudo_dir= or set MALAFLOW_PSEUDO_DIR"
+            )
+        found[element] = read_upf(path)
+    return found
+
+
+def energy_terms(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str | Path | None = None):
+    """Band, one-electron, Hartree, xc, Ewald, −TS and total energy (eV) from a
+    snapshot's LDOS: the density at the self-consistent Fermi level, its atoms and its
+    pseudopotentials (needs the whole density in memory, for the FFTs)."""
+    from malaflow_plugins.targets.total_energy import energy_terms as terms
+
+    obs = observables(ds, scheme=scheme)
+    target = get_plugin("targets", "ldos")()
+    density = target.density(ds, obs.fermi_energy, scheme).values
+    return terms(density, np.array(ds.attrs["cell"]), ds["positions"].values, ds["numbers"].values,
+                 find_pseudopotentials(ds, pseudo_dir), obs.band_energy, obs.entropy_contribution,
+                 ds.attrs.get("ecutrho"))
+
+
+def observables_table(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str | Path | None = None) -> str:
+    """Our observables beside the DFT reference values stored in the snapshot; with
+    the pseudopotentials at hand, the energy terms and the total energy too."""
     obs = observables(ds, scheme=scheme)
     ref = ds.attrs.get("reference") or {}
     rows = [
@@ -29,10 +81,25 @@ def observables_table(ds: xr.Dataset, scheme: str = "analytic") -> str:
         ("band energy (eV)", obs.band_energy, ref.get("band_energy")),
         ("-TS (eV)", obs.entropy_contribution, ref.get("entropy_contribution")),
     ]
+    note = None
+    try:
+        e = energy_terms(ds, scheme, pseudo_dir)
+    except MalaflowError as exc:
+        note = f"(total energy not computed: {exc})"
+    else:
+        rows += [
+            ("one-electron (eV)", e.one_electron, ref.get("one_electron_contribution")),
+            ("Hartree (eV)", e.hartree, ref.get("hartree_contribution")),
+            ("xc (eV)", e.xc, ref.get("xc_contribution")),
+            ("Ewald (eV)", e.ewald, ref.get("ewald_contribution")),
+            ("total free energy (eV)", e.total_energy, ref.get("total_energy")),
+        ]
     lines = [f"{'quantity':<20} {'from LDOS':>14} {'DFT reference':>14} {'difference':>12}"]
     for name, ours, dft in rows:
         diff = f"{ours - dft:+12.6f}" if dft is not None else f"{'':>12}"
         dft_s = f"{dft:14.6f}" if dft is not None else f"{'-':>14}"
         lines.append(f"{name:<20} {ours:14.6f} {dft_s} {diff}")
     lines.append(f"(scheme {obs.scheme}, T = {obs.temperature:.2f} K, Fermi level self-consistent)")
+    if note:
+        lines.append(note)
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -284,8 +285,24 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
         {"training_snapshots": train_ids, "validation_snapshots": val_ids, "epochs_done": state["epoch"],
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},
+        _dft_settings(stores[train_ids[0]], out),
     )
     return trained.save(out)
+
+
+def _dft_settings(store: Path, out: Path) -> dict[str, Any]:
+    """Pseudopotential names and density cutoff of the training DFT, with the UPF files
+    copied beside the model (when they can be found) so its predictions carry them."""
+    from .observables import find_pseudopotentials
+
+    ds = open_snapshot(store)
+    settings = {k: ds.attrs[k] for k in ("pseudopotentials", "ecutrho") if ds.attrs.get(k) is not None}
+    try:
+        for pp in find_pseudopotentials(ds).values():
+            shutil.copyfile(pp.path, out / pp.path.name)
+    except MalaflowError as exc:
+        log.warning("the model will not give total energies: %s", exc)
+    return settings
 
 
 def _grid_spacing(stores) -> list[float]:

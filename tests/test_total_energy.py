@@ -1,0 +1,123 @@
+"""Total-energy terms against Quantum ESPRESSO's term-by-term output, and the
+exchange–correlation functionals against the uniform electron gas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import malaflow
+from malaflow.cli import app
+from malaflow.errors import InputFileError, MalaflowError, ParameterError
+from malaflow.units import BOHR_ANGSTROM, HARTREE_EV
+from malaflow_plugins.readers import qe
+from malaflow_plugins.targets import total_energy as te
+
+from conftest import DEMO_DATA
+
+UPF = DEMO_DATA / "Be.pbe-n-rrkjus_psl.1.0.0.UPF"
+
+
+@pytest.mark.parametrize("snapshot", range(4))
+def test_ewald_matches_qe_on_be2(mala_data, snapshot):
+    snap = malaflow.read_snapshot(mala_data / "Be2" / f"Be_snapshot{snapshot}.info.json")
+    ours = te.ewald(snap.positions / BOHR_ANGSTROM, [2.0, 2.0], snap.cell / BOHR_ANGSTROM) * HARTREE_EV
+    assert ours == pytest.approx(snap.reference["ewald_contribution"], abs=1e-4)
+
+
+def test_ewald_matches_qe_on_al36(mala_data):
+    out = qe.parse_pw_output(mala_data / "Al36" / "Al.pw.scf.out")
+    z = te.read_upf(mala_data / "Al36" / "Al.pbe-n-rrkjus_psl.1.0.0.UPF").z_valence
+    ours = te.ewald(np.asarray(out["positions"]) / BOHR_ANGSTROM, [z] * 36, np.asarray(out["cell"]) / BOHR_ANGSTROM)
+    assert z == 3.0
+    assert ours * HARTREE_EV == pytest.approx(out["energies_ev"]["ewald_contribution"], abs=1e-4)
+
+
+def test_hartree_and_xc_from_qe_density(mala_data, capsys):
+    """QE's own density of Be2 snapshot 0 (18×18×27, augmentation charges included):
+    Hartree and xc (PBE with the core correction) within 5 meV of pw.x."""
+    snap = malaflow.read_snapshot(mala_data / "Be2" / "Be_snapshot0.info.json")
+    density = np.load(mala_data / "Be2" / "Be_snapshot0.dens.npy").reshape(snap.grid_shape)
+    terms = te.energy_terms(density, snap.cell, snap.positions, snap.numbers, {"Be": te.read_upf(UPF)},
+                            snap.reference["band_energy"], snap.reference["entropy_contribution"], 160.0)
+    d_h = terms.hartree - snap.reference["hartree_contribution"]
+    d_xc = terms.xc - snap.reference["xc_contribution"]
+    with capsys.disabled():
+        print(f"\n  Be2 snapshot 0 vs QE: Hartree {1e3 * d_h:+.4f} meV, xc {1e3 * d_xc:+.4f} meV, "
+              f"Ewald {1e3 * (terms.ewald - snap.reference['ewald_contribution']):+.4f} meV")
+    assert abs(d_h) < 5e-3 and abs(d_xc) < 5e-3
+    # with QE's one-electron term (which holds its SCF input potential, see total_energy.py)
+    # the terms add up to QE's total free energy
+    total = snap.reference["one_electron_contribution"] + terms.hartree + terms.xc + terms.ewald \
+        + snap.reference["entropy_contribution"]
+    assert total == pytest.approx(snap.reference["total_energy"], abs=1e-3)
+
+
+def test_core_density_holds_the_core_charge():
+    """The G = 0 coefficient is the integral: Σ_grid n_core ΔV = N_atoms · 4π∫r²ρ_c dr."""
+    pp = te.read_upf(UPF)
+    grid = te.grid_from(np.diag([4.0, 4.5, 5.0]), (20, 24, 25))
+    positions = np.array([[0.3, 0.2, 0.1], [2.0, 2.4, 2.6]]) / BOHR_ANGSTROM
+    core = te.core_density(grid, positions, [pp, pp], None)
+    per_atom = 4 * np.pi * te.simpson(pp.r**2 * pp.core_density, pp.rab)
+    assert core.sum() * grid.volume / core.size == pytest.approx(2 * per_atom, rel=1e-10)
+    assert 0.3 < per_atom < 2.0  # a partial core of Be's 1s² shell
+
+
+def _uniform_gas(functional: str, rs: float) -> float:
+    """E_xc per electron (Hartree) of a uniform density through our xc()."""
+    n = 3.0 / (4.0 * math.pi * rs**3)
+    grid = te.grid_from(np.eye(3) * 3.0, (6, 6, 6))
+    density = np.full(grid.shape, n)
+    energy, _ = te.xc(density, np.zeros_like(density), grid, functional)
+    return energy / (n * grid.volume)
+
+
+@pytest.mark.parametrize("rs", [1.0, 2.0, 5.0])
+def test_xc_of_the_uniform_electron_gas(rs):
+    """Exchange (−0.458165/r_s) plus correlation of Perdew–Zunger 1981 (LDA) and of
+    Perdew–Wang 1992 (PBE at zero gradient), from their published parametrisations."""
+    ex = -0.75 * (9.0 / (4.0 * math.pi**2)) ** (1.0 / 3.0) / rs
+    if rs >= 1.0:
+        ec_pz = -0.1423 / (1 + 1.0529 * math.sqrt(rs) + 0.3334 * rs)
+    a, a1, b1, b2, b3, b4 = 0.031091, 0.21370, 7.5957, 3.5876, 1.6382, 0.49294
+    ec_pw = -2 * a * (1 + a1 * rs) * math.log(1 + 1 / (2 * a * (b1 * rs**0.5 + b2 * rs + b3 * rs**1.5 + b4 * rs**2)))
+    assert _uniform_gas("LDA", rs) == pytest.approx(ex + ec_pz, abs=1e-6)
+    assert _uniform_gas("PBE", rs) == pytest.approx(ex + ec_pw, abs=2e-6)
+
+
+def test_bad_input(tmp_path):
+    text = UPF.read_text()
+    no_valence = tmp_path / "a.UPF"
+    no_valence.write_text(text.replace('z_valence="2.000000000000e0"', ""))
+    with pytest.raises(InputFileError, match=r"a.UPF:\d+: PP_HEADER lacks z_valence"):
+        te.read_upf(no_valence)
+    no_core = tmp_path / "b.UPF"
+    no_core.write_text(text.split("<PP_NLCC")[0] + "<PP_LOCAL" + text.split("<PP_LOCAL", 1)[1])
+    with pytest.raises(InputFileError, match="no <PP_NLCC>"):
+        te.read_upf(no_core)
+    grid = te.grid_from(np.eye(3) * 3.0, (4, 4, 4))
+    with pytest.raises(ParameterError, match="functional 'SCAN' is not supported"):
+        te.xc(np.ones(grid.shape), np.zeros(grid.shape), grid, "SCAN")
+    density = np.full((4, 4, 4), 0.01)
+    density[0, 0, :] = -0.05
+    with pytest.raises(MalaflowError, match="negative regions"):
+        te.energy_terms(density, np.eye(3) * 3.0, [[0, 0, 0]], [4], {"Be": te.read_upf(UPF)}, 0.0, 0.0, None)
+
+
+def test_observables_cli_prints_the_energy_terms(tmp_path):
+    """`malaflow observables` on the demo snapshot: every term beside QE's. The Ewald
+    term only depends on the atoms and must agree; the others come from the density
+    of the 11-point demo LDOS, not QE's, so they are only checked for their physics:
+    the total is the sum of the terms."""
+    snap = malaflow.read_snapshot(DEMO_DATA / "Be_snapshot0.info.json")
+    store = malaflow.write_snapshot(snap, tmp_path / "be0.zarr")
+    result = CliRunner().invoke(app, ["observables", str(store)])
+    assert result.exit_code == 0, result.output
+    rows = {line[:24].strip(): line.split()[-3:] for line in result.output.splitlines()[1:] if "(eV)" in line}
+    assert abs(float(rows["Ewald (eV)"][2])) < 1e-4
+    terms = [float(rows[k][0]) for k in ("one-electron (eV)", "Hartree (eV)", "xc (eV)", "Ewald (eV)", "-TS (eV)")]
+    assert sum(terms) == pytest.approx(float(rows["total free energy (eV)"][0]), abs=1e-5)
