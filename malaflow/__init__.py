@@ -24,7 +24,7 @@ from .snapshot import (
 from .plugins import get_plugin, list_plugins
 from .readers import Reader, read_snapshot
 from .catalog import Catalog
-from .observables import observables
+from .observables import energy_terms, observables
 from .descriptors import Descriptor, Structure
 from .compute import compute_descriptors, descriptor_grid
 from .artifact import TrainedModel, load_model
@@ -44,6 +44,7 @@ __all__ = [
     "train",
     "compute_descriptors",
     "descriptor_grid",
+    "energy_terms",
     "CatalogError",
     "InputFileError",
     "MalaflowError",

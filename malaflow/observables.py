@@ -93,6 +93,8 @@ def observables_table(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str 
             ("xc (eV)", e.xc, ref.get("xc_contribution")),
             ("Ewald (eV)", e.ewald, ref.get("ewald_contribution")),
             ("total free energy (eV)", e.total_energy, ref.get("total_energy")),
+            ("internal energy (eV)", e.internal_energy,
+             None if ref.get("total_energy") is None else ref["total_energy"] - ref.get("entropy_contribution", 0.0)),
         ]
     lines = [f"{'quantity':<20} {'from LDOS':>14} {'DFT reference':>14} {'difference':>12}"]
     for name, ours, dft in rows:
