@@ -30,6 +30,7 @@ from .compute import compute_descriptors, descriptor_grid
 from .artifact import TrainedModel, load_model
 from .training import TrainingConfig, train
 from .calculator import Calculator
+from .cluster import cluster
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "TrainingConfig",
     "load_model",
     "train",
+    "cluster",
     "compute_descriptors",
     "descriptor_grid",
     "energy_terms",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -25,9 +26,25 @@ app.add_typer(descriptors_app, name="descriptors")
 plot_app = typer.Typer(help="Plots of a snapshot (PNG).", no_args_is_help=True)
 app.add_typer(plot_app, name="plot")
 
+ClusterOption = typer.Option(
+    None, "--cluster", help="Dask cluster config (YAML): kind local|slurm|pbs|address, see `malaflow.cluster`"
+)
 CatalogOption = typer.Option(
     None, "--catalog", "-c", help="catalog.yaml to use [default: $MALAFLOW_CATALOG, ./catalog.yaml, or the shipped one]"
 )
+
+
+@contextlib.contextmanager
+def _cluster(config: Optional[Path]):
+    """The cluster of ``--cluster`` for the duration of a command (none: local threads)."""
+    if config is None:
+        yield None
+        return
+    from .cluster import cluster
+
+    with cluster(config) as client:
+        typer.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+        yield client
 
 
 def _catalog(path: Optional[Path]) -> Catalog:
@@ -100,8 +117,13 @@ def info_cmd(target: str = SnapshotArg, catalog: Optional[Path] = CatalogOption)
     """Summarise one snapshot store."""
     from .snapshot import load_snapshot
 
+    from .compute import interrupted_descriptors
+
     path = _store(target, catalog)
     typer.echo(f"{path}:\n{load_snapshot(path).summary()}")
+    for name, (done, total) in interrupted_descriptors(path).items():
+        typer.echo(f"descriptors/{name}: interrupted, {done} of {total} chunks written "
+                   f"({total - done} missing) — run the same `descriptors compute` again to resume")
 
 
 @app.command("observables")
@@ -233,8 +255,11 @@ def descriptors_compute(
     chunks: Optional[int] = typer.Option(None, help="Spatial chunk edge of the stored array [32]"),
     overwrite: bool = typer.Option(False, help="Recompute and replace stored descriptors of the same name"),
     catalog: Optional[Path] = CatalogOption,
+    cluster: Optional[Path] = ClusterOption,
 ) -> None:
-    """Compute descriptors into snapshot stores, in parallel, with a progress bar."""
+    """Compute descriptors into snapshot stores, in parallel, with a progress bar.
+
+    An interrupted run (Ctrl-C) keeps the chunks written; the same command resumes."""
     from .compute import compute_descriptors
     from .descriptors import get_descriptor
     from .snapshot import list_descriptors
@@ -247,7 +272,8 @@ def descriptors_compute(
     descriptor = get_descriptor(plugin, _parse_options(param))
     name = descriptor.store_name()
     cached = [p for p in paths if name in list_descriptors(p)]
-    arrays = compute_descriptors(paths, descriptor, chunks=chunks, overwrite=overwrite)
+    with _cluster(cluster):
+        arrays = compute_descriptors(paths, descriptor, chunks=chunks, overwrite=overwrite)
     for path, arr in zip(paths, arrays):
         state = "present (parameters equal)" if path in cached and not overwrite else "written"
         typer.echo(f"{path}: descriptors/{name} {tuple(arr.shape)} {state}")
@@ -258,6 +284,7 @@ def train_cmd(
     config: Path = typer.Argument(..., help="Training config (YAML); see examples/train-be2.yaml"),
     resume: bool = typer.Option(True, help="Continue from the checkpoint in the output folder, if any"),
     max_epochs: Optional[int] = typer.Option(None, help="Stop after this many epochs in this run (resume later)"),
+    cluster: Optional[Path] = ClusterOption,
 ) -> None:
     """Train a model on catalogued snapshots; prints the validation errors."""
     from .artifact import load_model
@@ -265,7 +292,8 @@ def train_cmd(
     from .training import TrainingConfig, train
 
     cfg = TrainingConfig.load(config)
-    path = train(cfg, resume=resume, max_epochs=max_epochs)
+    with _cluster(cluster):
+        path = train(cfg, resume=resume, max_epochs=max_epochs)
     model = load_model(path)
     cat = Catalog.load(cfg.catalog or default_catalog_path())
     ids = model.metadata["validation_snapshots"]
@@ -340,6 +368,9 @@ def main() -> None:
     except MalaflowError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import concurrent.futures
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -268,19 +267,51 @@ def _stored_match(path: Path, descriptor: Descriptor) -> str | None:
     return "different"
 
 
-def _start_array(path: Path, descriptor: Descriptor, structure: Structure, grid, sizes, dtype) -> Path:
-    """Create the empty array (metadata and coordinates) under a hidden group name."""
+PARTIAL = ".partial-"
+
+
+def _open_partial(path: Path, descriptor: Descriptor, structure: Structure, grid, sizes, dtype) -> tuple[Path, bool]:
+    """The hidden group the array is built in: an interrupted run's, if it holds the same
+    parameters and chunking (then the run resumes), else a new empty one."""
     name = descriptor.store_name()
-    zarr.open_group(path, mode="a", zarr_format=3).require_group(DESCRIPTOR_GROUP)
-    partial = path / DESCRIPTOR_GROUP / f".partial-{name}-{uuid.uuid4().hex[:8]}"
+    partial = path / DESCRIPTOR_GROUP / f"{PARTIAL}{name}"
     n_features = descriptor.n_features(structure)
+    if partial.exists():
+        try:
+            old = zarr.open_array(str(partial / name), mode="r")
+            same = (old.attrs.get("params_hash") == descriptor.params_hash()
+                    and tuple(old.chunks) == sizes + (n_features,) and tuple(old.shape) == (*grid, n_features))
+        except Exception:  # an unreadable leftover is simply replaced
+            same = False
+        if same:
+            return partial, True
+        shutil.rmtree(partial)
+    zarr.open_group(path, mode="a", zarr_format=3).require_group(DESCRIPTOR_GROUP)
     empty = da.zeros((*grid, n_features), chunks=sizes + (n_features,), dtype=dtype)
-    template = _as_dataarray(empty, descriptor, name).to_dataset()
-    template.to_zarr(
+    _as_dataarray(empty, descriptor, name).to_dataset().to_zarr(
         path, group=f"{DESCRIPTOR_GROUP}/{partial.name}", mode="w", zarr_format=3,
         consolidated=False, compute=False,
     )
-    return partial
+    return partial, False
+
+
+def chunk_written(array_dir: Path, array: Any, block: tuple[slice, slice, slice]) -> bool:
+    """Whether the Zarr chunk of ``block`` exists on disk."""
+    index = tuple(s.start // c for s, c in zip(block, array.chunks[:3])) + (0,)
+    return (array_dir / array.metadata.encode_chunk_key(index)).exists()
+
+
+def interrupted_descriptors(path: str | Path) -> dict[str, tuple[int, int]]:
+    """Descriptor arrays an interrupted run left in a store: {name: (chunks written, chunks)}.
+    Running the same computation again resumes them."""
+    root = Path(path) / DESCRIPTOR_GROUP
+    status = {}
+    for group in sorted(root.glob(f"{PARTIAL}*")) if root.is_dir() else []:
+        name = group.name[len(PARTIAL):]
+        array = zarr.open_array(str(group / name), mode="r")
+        blocks = grid_blocks(tuple(array.shape[:3]), tuple(array.chunks[:3]))
+        status[name] = (sum(chunk_written(group / name, array, b) for b in blocks), len(blocks))
+    return status
 
 
 def compute_descriptors(
@@ -330,9 +361,15 @@ def compute_descriptors(
                         f"({open_descriptors(path, name).attrs.get('params')}); "
                         "pass overwrite=True to replace it"
                     )
-                partial = _start_array(path, descriptor, structure, grid, sizes, dtype)
+                partial, resumed = _open_partial(path, descriptor, structure, grid, sizes, dtype)
             array_path = None if partial is None else str(partial / name)
             new = _tasks(descriptor, structure, grid, sizes, batch_points, array_path)
+            if partial is not None and resumed:
+                array = zarr.open_array(array_path, mode="r")
+                todo = [t for t in new if t[1][3] is None or not chunk_written(Path(array_path), array, t[1][3])]
+                log.warning("%s: resuming descriptors/%s, %d of %d chunks left", path, name,
+                            len(todo) if descriptor.blockwise else len(new), len(grid_blocks(grid, sizes)))
+                new = todo
             jobs.append((path, partial, slice(len(tasks), len(tasks) + len(new)), grid, n_features))
             tasks.extend(new)
         unit = "chunk" if descriptor.blockwise else "snapshot"
@@ -349,6 +386,14 @@ def compute_descriptors(
                 move_into_place(partial, path / DESCRIPTOR_GROUP / name)
                 log.info("%s: wrote descriptors/%s", path, name)
             out.append(open_descriptors(path, name))
+    except KeyboardInterrupt:
+        # keep what is written: the same call resumes from the missing chunks
+        for path, partial, *_ in jobs:
+            if partial is not None and partial.exists():
+                done, total = interrupted_descriptors(path)[name]
+                log.warning("%s: interrupted, %d of %d chunks of descriptors/%s written; run again to resume",
+                            path, done, total, name)
+        raise
     except BaseException:
         for _, partial, *_ in jobs:
             if partial is not None and partial.exists():

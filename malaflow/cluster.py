@@ -1,0 +1,137 @@
+"""Dask clusters from a config: local, SLURM or PBS (dask-jobqueue), or a running scheduler.
+
+    with malaflow.cluster("cluster.yaml") as client:
+        malaflow.compute_descriptors(stores, "bispectrum_torch", client=client)
+
+The config is a mapping (or a YAML file holding one, optionally under a ``cluster:`` key):
+
+    kind: slurm            # local (default) | slurm | pbs | address
+    jobs: 4                # batch jobs to start (or adaptive: {minimum: 0, maximum: 8})
+    cores: 8               # per job
+    processes: 2           # Dask workers per job
+    memory: 32GB           # per job
+    walltime: "02:00:00"
+    queue: gpu
+    account: my-project
+    gpus_per_worker: 1     # declares the Dask resource GPU on every worker (and --gres for SLURM)
+    job_extra_directives: ["--constraint=a100"]
+
+Tasks that want a GPU (torch descriptors, training) ask for the resource ``GPU`` only
+when some worker offers it, so the same code runs on CPU-only clusters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputFileError, ParameterError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("local", "slurm", "pbs", "address")
+COMMON = {"kind", "gpus_per_worker"}
+KEYS = {
+    "local": {"workers", "threads_per_worker", "memory_limit", "processes", "dashboard_address"},
+    "address": {"address"},
+    "slurm": {"jobs", "adaptive", "cores", "processes", "memory", "walltime", "queue", "account",
+              "job_extra_directives", "job_script_prologue", "local_directory", "log_directory", "interface",
+              "python", "scheduler_options"},
+}
+KEYS["pbs"] = KEYS["slurm"]
+
+
+def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """A cluster section from a mapping or YAML file; checked against the known keys."""
+    if config is None:
+        return {"kind": "local"}
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.is_file():
+            raise InputFileError(path, "cluster config not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise InputFileError(path, f"not valid YAML: {exc}", None if mark is None else mark.line + 1) from None
+        config = data.get("cluster", data) if isinstance(data, Mapping) else data
+    if not isinstance(config, Mapping):
+        raise ParameterError(f"a cluster config is a mapping, got {type(config).__name__}")
+    config = dict(config)
+    kind = config.setdefault("kind", "local")
+    if kind not in KINDS:
+        raise ParameterError(f"cluster kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    unknown = sorted(set(config) - COMMON - KEYS[kind])
+    if unknown:
+        raise ParameterError(f"{kind} cluster: unknown key(s) {unknown}; known: {sorted(COMMON | KEYS[kind])}")
+    if kind == "address" and "address" not in config:
+        raise ParameterError("an 'address' cluster needs address: tcp://host:port")
+    return config
+
+
+def _resources(config: Mapping[str, Any]) -> dict[str, float]:
+    gpus = config.get("gpus_per_worker")
+    return {"GPU": float(gpus)} if gpus else {}
+
+
+def make_cluster(config: Mapping[str, Any]):
+    """The Dask cluster object (not yet a client) a config describes; None for 'address'."""
+    kind = config["kind"]
+    resources = _resources(config)
+    if kind == "address":
+        return None
+    if kind == "local":
+        from distributed import LocalCluster
+
+        return LocalCluster(
+            n_workers=config.get("workers"), threads_per_worker=config.get("threads_per_worker"),
+            memory_limit=config.get("memory_limit", "auto"), processes=config.get("processes", True),
+            dashboard_address=config.get("dashboard_address", ":0"), resources=resources or None,
+        )
+    import dask_jobqueue
+
+    options = {k: v for k, v in config.items() if k not in COMMON | {"jobs", "adaptive"}}
+    options.setdefault("cores", 1)
+    options.setdefault("memory", "4GB")
+    if resources:
+        extra = list(options.pop("worker_extra_args", []))
+        options["worker_extra_args"] = extra + ["--resources", f"GPU={resources['GPU']:g}"]
+        if kind == "slurm":
+            per_job = int(resources["GPU"]) * int(options.get("processes", 1))
+            options["job_extra_directives"] = list(options.get("job_extra_directives", [])) + [f"--gres=gpu:{per_job}"]
+    cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
+    cluster = cls(**options)
+    if "adaptive" in config:
+        adaptive = dict(config["adaptive"])
+        cluster.adapt(minimum_jobs=adaptive.get("minimum", 0), maximum_jobs=adaptive.get("maximum", 1))
+    else:
+        cluster.scale(jobs=int(config.get("jobs", 1)))
+    return cluster
+
+
+@contextlib.contextmanager
+def cluster(config: Mapping[str, Any] | str | Path | None = None, wait_for_workers: int | None = None,
+            timeout: float = 300.0) -> Iterator[Any]:
+    """A ``distributed.Client`` on the cluster a config describes, closed afterwards.
+
+    The dashboard link is logged (and printed by the CLI). ``wait_for_workers`` blocks
+    until that many workers are up (batch jobs may queue for a while)."""
+    from distributed import Client
+
+    settings = load_config(config)
+    dask_cluster = make_cluster(settings)
+    try:
+        client = Client(settings["address"]) if dask_cluster is None else Client(dask_cluster)
+        with client:
+            log.warning("Dask dashboard: %s", client.dashboard_link)
+            if wait_for_workers:
+                client.wait_for_workers(wait_for_workers, timeout=timeout)
+            yield client
+    finally:
+        if dask_cluster is not None:
+            dask_cluster.close()

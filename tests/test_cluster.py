@@ -1,0 +1,101 @@
+"""Clusters from configs, surviving a lost worker, resuming an interrupted computation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import malaflow
+from malaflow.cluster import load_config, make_cluster
+from malaflow.compute import interrupted_descriptors
+from malaflow.errors import ParameterError
+
+
+def big_store(path, n=72):
+    """A 2-atom cell on an n³ grid: enough chunks to interrupt a run in the middle."""
+    snap = malaflow.Snapshot(positions=[[0.1, 0.2, 0.3], [1.6, 1.5, 1.9]], numbers=[4, 4],
+                             cell=np.diag([3.2, 3.0, 3.4]), grid_shape=(n, n, n), temperature=300.0,
+                             n_electrons=4.0)
+    return malaflow.write_snapshot(snap, path)
+
+
+def test_config_checks_and_slurm_job_script(tmp_path):
+    assert load_config(None) == {"kind": "local"}
+    with pytest.raises(ParameterError, match="unknown key.*cpus"):
+        load_config({"kind": "slurm", "cpus": 4})
+    with pytest.raises(ParameterError, match="kind must be one of"):
+        load_config({"kind": "kubernetes"})
+    config = tmp_path / "cluster.yaml"
+    config.write_text("cluster:\n  kind: slurm\n  jobs: 0\n  cores: 4\n  processes: 2\n  memory: 8GB\n"
+                      "  walltime: '01:00:00'\n  queue: gpu\n  gpus_per_worker: 1\n")
+    cluster = make_cluster(load_config(config))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p gpu" in script and "--gres=gpu:2" in script and "--resources GPU=1" in script
+    assert "--nworkers 2" in script or "--nprocs 2" in script
+
+
+def test_local_gpu_workers_get_the_resource():
+    with malaflow.cluster({"kind": "local", "workers": 1, "threads_per_worker": 1, "gpus_per_worker": 1,
+                           "dashboard_address": None}) as client:
+        [worker] = client.scheduler_info()["workers"].values()
+        assert worker["resources"] == {"GPU": 1.0}
+
+
+def test_losing_a_worker_mid_computation_changes_nothing(tmp_path):
+    """Two worker processes; one is killed (SIGKILL, by pid) while chunks are being
+    computed and written. Its tasks run again elsewhere; the stored array equals an
+    undisturbed run bit for bit, with every chunk present."""
+    distributed = pytest.importorskip("distributed")
+    reference = malaflow.compute_descriptors(big_store(tmp_path / "a.zarr"), "gaussian", chunks=8,
+                                             progress=False).values
+    store = big_store(tmp_path / "b.zarr")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            pids = client.run(os.getpid)
+            result = {}
+            run = threading.Thread(target=lambda: result.update(
+                a=malaflow.compute_descriptors(store, "gaussian", chunks=8, client=client, progress=False)))
+            run.start()
+            victim_dir = store / "descriptors" / ".partial-gaussian" / "gaussian" / "c"
+            deadline = time.time() + 60
+            while time.time() < deadline and not (victim_dir.exists() and sum(1 for _ in victim_dir.rglob("0")) > 20):
+                time.sleep(0.05)
+            os.kill(list(pids.values())[0], signal.SIGKILL)
+            run.join(timeout=300)
+    assert "a" in result, "the computation did not complete"
+    assert interrupted_descriptors(store) == {}
+    np.testing.assert_array_equal(result["a"].values, reference)
+
+
+def test_interrupted_cli_run_reports_missing_chunks_and_resumes(tmp_path):
+    store = big_store(tmp_path / "s.zarr", n=96)
+    command = [sys.executable, "-m", "malaflow.cli", "descriptors", "compute", str(store),
+               "-p", "gaussian", "--chunks", "8"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    chunk_dir = store / "descriptors" / ".partial-gaussian" / "gaussian" / "c"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (chunk_dir.exists() and sum(1 for _ in chunk_dir.rglob("0")) > 30):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    [(name, (done, total))] = interrupted_descriptors(store).items()
+    assert name == "gaussian" and total == 12**3 and 0 < done < total
+    info = subprocess.run([sys.executable, "-m", "malaflow.cli", "info", str(store)], capture_output=True, text=True)
+    assert f"{done} of {total} chunks written" in info.stdout
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{total - done} of {total} chunks left" in again.stderr
+    assert interrupted_descriptors(store) == {}
+    fresh = malaflow.compute_descriptors(big_store(tmp_path / "t.zarr", n=96), "gaussian", chunks=8, progress=False)
+    np.testing.assert_array_equal(malaflow.open_descriptors(store, "gaussian").values, fresh.values)
