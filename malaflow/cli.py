@@ -310,6 +310,7 @@ def predict_cmd(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the predicted LDOS as a Zarr store"),
     plot: Optional[Path] = typer.Option(None, help="PNG of the predicted DOS"),
     scheme: str = SchemeOption,
+    cluster: Optional[Path] = ClusterOption,
 ) -> None:
     """Predict the LDOS of a structure chunk by chunk and print its observables."""
     import ase.io
@@ -323,12 +324,13 @@ def predict_cmd(
     except Exception as exc:
         raise MalaflowError(f"{structure}: ASE cannot read this structure ({exc})") from None
     predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks)
-    obs = observables(predicted, scheme=scheme)
-    typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
-    for key, value in obs.as_dict().items():
-        typer.echo(f"  {key:<22} {value}")
-    if output:
-        typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks)}")
+    with _cluster(cluster):
+        obs = observables(predicted, scheme=scheme)
+        typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
+        for key, value in obs.as_dict().items():
+            typer.echo(f"  {key:<22} {value}")
+        if output:
+            typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks)}")
     if plot:
         from .plots import plot_dos
 
@@ -341,6 +343,7 @@ def test_cmd(
     split: str = typer.Option("test", help="Catalog split to test on"),
     ids: Optional[list[str]] = typer.Option(None, "--id", help="Snapshot ids instead of a split (repeatable)"),
     catalog: Optional[Path] = CatalogOption,
+    cluster: Optional[Path] = ClusterOption,
 ) -> None:
     """Errors of a model on test snapshots: LDOS MSE, band energy, Fermi level, density."""
     from .artifact import load_model
@@ -351,7 +354,8 @@ def test_cmd(
     if not chosen:
         raise MalaflowError(f"no snapshots with split {split!r} in {cat.path}")
     trained = load_model(model)
-    typer.echo(errors_table([evaluate_store(trained, cat.store_path(i), i) for i in chosen]))
+    with _cluster(cluster):
+        typer.echo(errors_table([evaluate_store(trained, cat.store_path(i), i) for i in chosen]))
 
 
 @app.command("demo")

@@ -99,3 +99,34 @@ def test_interrupted_cli_run_reports_missing_chunks_and_resumes(tmp_path):
     assert interrupted_descriptors(store) == {}
     fresh = malaflow.compute_descriptors(big_store(tmp_path / "t.zarr", n=96), "gaussian", chunks=8, progress=False)
     np.testing.assert_array_equal(malaflow.open_descriptors(store, "gaussian").values, fresh.values)
+
+
+def test_losing_a_worker_mid_prediction_changes_nothing(tmp_path):
+    """A prediction written chunk by chunk to Zarr over two workers, one killed midway:
+    the stored LDOS equals the undisturbed prediction bit for bit."""
+    distributed = pytest.importorskip("distributed")
+    from malaflow.catalog import Catalog
+
+    from conftest import DEMO_DATA
+
+    cat = Catalog(tmp_path / "catalog.yaml")
+    for i, split in enumerate(["train", "train", "validation", "test"]):
+        cat.add(DEMO_DATA / f"Be_snapshot{i}.info.json", id=f"be2-{i}", split=split, chunks=9)
+    model = malaflow.load_model(malaflow.train(dict(
+        output=str(tmp_path / "model"), catalog=str(cat.path), epochs=2, descriptor={"plugin": "gaussian"},
+        model={"plugin": "feedforward", "params": {"layers": [16]}}), progress=False))
+    atoms = malaflow.Snapshot.from_dataset(malaflow.open_snapshot(cat.store_path("be2-3"))).atoms.repeat((4, 4, 3))
+    reference = model.predict(atoms, chunks=16).ldos.values
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            pids = list(client.run(os.getpid).values())
+            predicted = model.predict(atoms, chunks=16)
+            run = threading.Thread(target=lambda: malaflow.write_snapshot(predicted, tmp_path / "p.zarr", chunks=16))
+            run.start()
+            deadline = time.time() + 120
+            while time.time() < deadline and sum(1 for _ in tmp_path.glob(".malaflow-tmp-p.zarr-*/ldos/c/**/0")) < 10:
+                time.sleep(0.05)
+            os.kill(pids[0], signal.SIGKILL)
+            run.join(timeout=300)
+    stored = malaflow.open_snapshot(tmp_path / "p.zarr").ldos.values
+    np.testing.assert_array_equal(stored, reference.astype(stored.dtype))
