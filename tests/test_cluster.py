@@ -130,3 +130,16 @@ def test_losing_a_worker_mid_prediction_changes_nothing(tmp_path):
             run.join(timeout=300)
     stored = malaflow.open_snapshot(tmp_path / "p.zarr").ldos.values
     np.testing.assert_array_equal(stored, reference.astype(stored.dtype))
+
+
+def test_cli_cluster_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from malaflow.cli import app
+
+    store = big_store(tmp_path / "s.zarr", n=16)
+    config = tmp_path / "cluster.yaml"
+    config.write_text("cluster:\n  kind: local\n  workers: 1\n  threads_per_worker: 1\n")
+    result = CliRunner().invoke(app, ["descriptors", "compute", str(store), "-p", "gaussian", "--cluster", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "Dask dashboard: http" in result.output and "descriptors/gaussian (16, 16, 16, 1) written" in result.output
