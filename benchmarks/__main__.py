@@ -8,7 +8,7 @@ import time
 
 from .harness import machine
 
-TASKS = ["descriptors", "training"]
+TASKS = ["descriptors", "training", "postprocessing", "prediction"]
 
 
 def main(argv: list[str]) -> None:

@@ -40,6 +40,8 @@ def measure(module: str, function: str, *args) -> Measurement:
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        if "Cannot open input script" in last:
+            last = "its LAMMPS input script " + last.split("inputfiles/")[-1].split(":")[0] + " is not installed"
         return Measurement(None, float("nan"), last[:160])
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     result, peak = json.loads(line[7:])
