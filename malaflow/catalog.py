@@ -124,11 +124,14 @@ class Catalog:
         records: Iterable[SnapshotRecord] = (),
         datasets: dict[str, dict[str, Any]] | None = None,
         store_dir: str = "stores",
+        failed: dict[str, dict[str, Any]] | None = None,
     ):
         self.path = Path(path).absolute()
         self.records = list(records)
         self.datasets = dict(datasets or {})
         self.store_dir = store_dir
+        #: configurations whose DFT run failed ({id: {reason, scratch}}), never ingested
+        self.failed = dict(failed or {})
 
     # ------------------------------------------------------------------ files
 
@@ -175,7 +178,10 @@ class Catalog:
         datasets = doc.get("datasets") or {}
         if not isinstance(datasets, dict):
             raise CatalogError(f"{path}: 'datasets' must be a mapping of name to description")
-        return cls(path, records, _plain(datasets), doc.get("store_dir", "stores"))
+        failed = doc.get("failed") or {}
+        if not isinstance(failed, dict):
+            raise CatalogError(f"{path}: 'failed' must be a mapping of id to reason")
+        return cls(path, records, _plain(datasets), doc.get("store_dir", "stores"), _plain(failed))
 
     @staticmethod
     def _record(path: Path, index: int, entry: Any) -> SnapshotRecord:
@@ -203,6 +209,8 @@ class Catalog:
             "datasets": self.datasets,
             "snapshots": [r.to_yaml() for r in self.records],
         }
+        if self.failed:
+            doc["failed"] = self.failed
         tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             tmp.write_text(

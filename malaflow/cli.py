@@ -358,6 +358,22 @@ def test_cmd(
         typer.echo(errors_table([evaluate_store(trained, cat.store_path(i), i) for i in chosen]))
 
 
+@app.command("generate")
+def generate_cmd(
+    config: Path = typer.Argument(..., help="Generation config (YAML); see examples/generate-be2.yaml"),
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Make training data with Quantum ESPRESSO: pw.x + pp.x per configuration → stores + catalog."""
+    from .generate import generate
+
+    with _cluster(cluster):
+        result = generate(config)
+    for state in ("done", "skipped", "failed"):
+        typer.echo(f"{state}: {len(result[state])}" + (f"  ({', '.join(result[state])})" if result[state] else ""))
+    if result["failed"]:
+        typer.echo("failures and their reasons: 'failed:' in the catalog (scratch folders kept); run again to retry")
+
+
 @app.command("demo")
 def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
     """Run the main job on the shipped Be demo data: ingest, descriptors, observables, DOS plot."""

@@ -1,0 +1,268 @@
+"""Training data from Quantum ESPRESSO: configurations → pw.x → pp.x LDOS and density →
+Zarr store + catalog record, one Dask task per configuration.
+
+``malaflow generate CONFIG.yaml`` / ``malaflow.generate(config, client=None)``. Each
+configuration runs in its own scratch folder; on success its pw.x output and cube files
+are kept as the snapshot's raw files (``raw/<id>/``, hashed in the catalog) and the
+scratch (wavefunctions, charge density files) is removed; on failure the scratch stays
+and the configuration is recorded under ``failed:`` in the catalog with the reason. A configuration is
+identified by the hash of its QE inputs and pseudopotentials, so a second run skips
+what is done and retries what failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .catalog import Catalog
+from .errors import InputFileError, MalaflowError, ParameterError
+from .readers import sha256
+from .units import KB_EV, RYDBERG_EV
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(MalaflowError):
+    """A DFT run failed (did not converge, crashed, missing input)."""
+
+
+@dataclass
+class QESettings:
+    pseudo_dir: str
+    pseudopotentials: dict[str, str]
+    ecutwfc: float = 40.0
+    ecutrho: float = 160.0
+    kpoints: list[int] = field(default_factory=lambda: [8, 8, 8])
+    nbnd: int | None = None
+    conv_thr: float = 1e-8
+    mixing_beta: float = 0.3
+    electron_maxstep: int = 100
+    mpi_ranks: int = 1
+    threads: int = 1
+
+
+@dataclass
+class LDOSSettings:
+    emin: float = -5.0
+    emax: float = 20.0
+    step: float = 2.5
+    broadening: float = 5.0  # pp.x degauss_ldos
+
+
+@dataclass
+class GenerationConfig:
+    output: str
+    catalog: str
+    qe: QESettings
+    structures: dict[str, Any]
+    temperature: float = 298.0  # electronic temperature (K): Fermi–Dirac smearing
+    ldos: LDOSSettings = field(default_factory=LDOSSettings)
+    dataset: str = "generated"
+    split: str | None = None
+
+    @classmethod
+    def load(cls, source: Any) -> GenerationConfig:
+        if isinstance(source, GenerationConfig):
+            return source
+        base = Path(".")
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise InputFileError(path, "generation config not found")
+            source, base = yaml.safe_load(path.read_text()) or {}, path.parent
+        try:
+            config = cls(**{**source, "qe": QESettings(**source["qe"]),
+                            "ldos": LDOSSettings(**source.get("ldos", {}))})
+        except (TypeError, KeyError) as exc:
+            raise ParameterError(f"generation config: {exc}") from None
+        for key in ("output", "catalog"):
+            setattr(config, key, str((base / getattr(config, key)).resolve()))
+        config.qe.pseudo_dir = str((base / config.qe.pseudo_dir).resolve())
+        return config
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def configurations(spec: dict[str, Any], base: Path = Path(".")) -> list:
+    """ase.Atoms from a structure file/trajectory (``file``, ``index``) or sampled from a
+    crystal (``bulk``: ase.build.bulk arguments, ``supercell``, ``count``, ``seed`` and
+    ``displacement``: ``sigma`` in Å, or ``temperature`` K with ``einstein_thz``, the
+    Einstein-model width σ² = k_B T / (M ω²) per Cartesian direction)."""
+    from ase import units
+    from ase.build import bulk
+
+    if "file" in spec:
+        import ase.io
+
+        frames = ase.io.read(base / spec["file"], index=spec.get("index", ":"))
+        return frames if isinstance(frames, list) else [frames]
+    if "bulk" not in spec:
+        raise ParameterError("structures: give either file: or bulk:")
+    crystal = bulk(**spec["bulk"]).repeat(tuple(spec.get("supercell", [1, 1, 1])))
+    rng = np.random.default_rng(spec.get("seed", 0))
+    shift = spec.get("displacement", {})
+    out = []
+    for _ in range(int(spec.get("count", 1))):
+        atoms = crystal.copy()
+        if "sigma" in shift:
+            sigma = np.full(len(atoms), float(shift["sigma"]))
+        elif "temperature" in shift:
+            omega = 2 * math.pi * float(shift.get("einstein_thz", 10.0)) * 1e12  # 1/s
+            mass = atoms.get_masses() * units._amu  # kg
+            sigma = np.sqrt(units._k * float(shift["temperature"]) / (mass * omega**2)) * 1e10  # Å
+        else:
+            sigma = np.zeros(len(atoms))
+        atoms.positions += rng.normal(size=(len(atoms), 3)) * sigma[:, None]
+        out.append(atoms)
+    return out
+
+
+# --------------------------------------------------------------------------- QE inputs
+
+
+def pw_input(atoms, qe: QESettings, temperature: float) -> str:
+    from ase.data import atomic_masses, atomic_numbers
+
+    symbols = sorted(set(atoms.get_chemical_symbols()))
+    missing = [s for s in symbols if s not in qe.pseudopotentials]
+    if missing:
+        raise GenerationError(f"no pseudopotential given for {missing}")
+    for s in symbols:
+        if not (Path(qe.pseudo_dir) / qe.pseudopotentials[s]).is_file():
+            raise GenerationError(f"pseudopotential {qe.pseudopotentials[s]} not found in {qe.pseudo_dir}")
+    from malaflow_plugins.targets.total_energy import read_upf
+
+    electrons = sum(read_upf(Path(qe.pseudo_dir) / qe.pseudopotentials[s]).z_valence for s in atoms.get_chemical_symbols())
+    # metals at finite temperature: 20 % more bands than occupied, at least 4 more
+    nbnd = qe.nbnd or max(int(math.ceil(electrons / 2 * 1.2)), int(math.ceil(electrons / 2)) + 4)
+    degauss = KB_EV * temperature / RYDBERG_EV
+    lines = [
+        "&CONTROL", "  calculation = 'scf'", "  outdir = 'temp'", "  prefix = 'snap'",
+        f"  pseudo_dir = '{qe.pseudo_dir}'", "/",
+        "&SYSTEM", "  ibrav = 0", f"  nat = {len(atoms)}", f"  ntyp = {len(symbols)}",
+        f"  ecutwfc = {qe.ecutwfc}", f"  ecutrho = {qe.ecutrho}", f"  nbnd = {nbnd}",
+        "  occupations = 'smearing'", "  smearing = 'fermi-dirac'", f"  degauss = {degauss:.10f}",
+        "  nosym = .true.", "  noinv = .true.", "/",
+        "&ELECTRONS", f"  conv_thr = {qe.conv_thr}", f"  mixing_beta = {qe.mixing_beta}",
+        f"  electron_maxstep = {qe.electron_maxstep}", "/",
+        "ATOMIC_SPECIES",
+        *[f"{s} {atomic_masses[atomic_numbers[s]]:.6f} {qe.pseudopotentials[s]}" for s in symbols],
+        "K_POINTS automatic", " ".join(str(k) for k in qe.kpoints) + " 0 0 0",
+        "CELL_PARAMETERS angstrom", *[" ".join(f"{v:.12f}" for v in row) for row in atoms.cell.array],
+        "ATOMIC_POSITIONS angstrom",
+        *[f"{s} " + " ".join(f"{v:.12f}" for v in p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pp_inputs(ldos: LDOSSettings) -> dict[str, str]:
+    return {
+        "ldos.in": ("&INPUTPP\n  outdir = 'temp'\n  prefix = 'snap'\n  plot_num = 3\n"
+                    f"  emin = {ldos.emin}\n  emax = {ldos.emax}\n  delta_e = {ldos.step}\n"
+                    f"  degauss_ldos = {ldos.broadening}\n/\n&PLOT\n  iflag = 3\n  output_format = 6\n"
+                    "  fileout = 'ldos.cube'\n/\n"),
+        "density.in": ("&INPUTPP\n  outdir = 'temp'\n  prefix = 'snap'\n  filplot = 'rho.dat'\n  plot_num = 0\n/\n"
+                       "&PLOT\n  iflag = 3\n  output_format = 6\n  fileout = 'density.cube'\n/\n"),
+    }
+
+
+def input_hash(pw: str, pp: dict[str, str], qe: QESettings) -> str:
+    h = hashlib.sha256(pw.replace(qe.pseudo_dir, "").encode())
+    for name in sorted(pp):
+        h.update(pp[name].encode())
+    for element in sorted(qe.pseudopotentials):
+        h.update(sha256(Path(qe.pseudo_dir) / qe.pseudopotentials[element]).encode())
+    return h.hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_qe(workdir: str, pw: str, pp: dict[str, str], qe: QESettings) -> str:
+    """pw.x then pp.x (LDOS, density) in ``workdir``; raises GenerationError with the reason."""
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "scf.in").write_text(pw)
+    for name, text in pp.items():
+        (work / name).write_text(text)
+    env = {**os.environ, "OMP_NUM_THREADS": str(qe.threads)}
+    mpi = ["mpirun", "-np", str(qe.mpi_ranks)] if qe.mpi_ranks > 1 else []
+    for exe, inp, out in [("pw.x", "scf.in", "scf.out"), ("pp.x", "ldos.in", "ldos.out"), ("pp.x", "density.in", "density.out")]:
+        if shutil.which(exe) is None:
+            raise GenerationError(f"{exe} not found: install Quantum ESPRESSO (Debian: apt-get install quantum-espresso)")
+        with open(work / out, "w") as fh:
+            done = subprocess.run(mpi + [exe, "-in", inp], cwd=work, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        text = (work / out).read_text(errors="replace")
+        if exe == "pw.x" and "convergence NOT achieved" in text:
+            raise GenerationError(f"pw.x did not converge (see {work / out})")
+        if done.returncode != 0 or "JOB DONE" not in text:
+            lines = [line.strip() for line in text.splitlines() if "Error" in line or "error" in line]
+            raise GenerationError(f"{exe} failed ({'; '.join(lines[:2]) or f'exit {done.returncode}'}), see {work / out}")
+    return str(work)
+
+
+def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str, list[str]]:
+    """Run every configuration not yet in the catalog; returns {"done", "skipped", "failed"} ids."""
+    from .compute import run_tasks
+
+    config = GenerationConfig.load(config)
+    out = Path(config.output)
+    catalog_path = Path(config.catalog)
+    cat = Catalog.load(catalog_path) if catalog_path.exists() else Catalog(catalog_path)
+    failed = cat.failed
+    pp = pp_inputs(config.ldos)
+    jobs, result = [], {"done": [], "skipped": [], "failed": []}
+    for atoms in configurations(config.structures, catalog_path.parent):
+        try:
+            pw = pw_input(atoms, config.qe, config.temperature)
+        except GenerationError as exc:
+            id = f"{config.dataset}-invalid-{len(failed)}"
+            failed[id] = {"reason": str(exc)}
+            result["failed"].append(id)
+            continue
+        id = f"{config.dataset}-{input_hash(pw, pp, config.qe)}"
+        if any(r.id == id for r in cat.records):
+            result["skipped"].append(id)
+            continue
+        jobs.append((id, pw))
+    tasks = [(_attempt, (str(out / "scratch" / id), pw, pp, config.qe)) for id, pw in jobs]
+    outcomes = run_tasks(tasks, client, desc="DFT (pw.x + pp.x)", unit="snapshot", progress=progress)
+    for (id, _), (workdir, error) in zip(jobs, outcomes):
+        if error:
+            failed[id] = {"reason": error, "scratch": workdir}
+            result["failed"].append(id)
+            continue
+        failed.pop(id, None)
+        raw = out / "raw" / id
+        raw.mkdir(parents=True, exist_ok=True)
+        for f in Path(workdir).glob("*"):
+            if f.suffix in (".in", ".out", ".cube"):
+                shutil.move(str(f), raw / f.name)
+        shutil.rmtree(workdir)
+        cat.add(raw / "scf.out", reader="qe", id=id, dataset=config.dataset, split=config.split,
+                ldos=str(raw), density=str(raw / "density.cube"))
+        result["done"].append(id)
+    cat.save()
+    return result
+
+
+def _attempt(workdir: str, pw: str, pp: dict[str, str], qe: QESettings) -> tuple[str, str | None]:
+    """One configuration as a task: (scratch folder, None) or (scratch folder, reason)."""
+    try:
+        run_qe(workdir, pw, pp, qe)
+        return workdir, None
+    except GenerationError as exc:
+        return workdir, str(exc)
+

@@ -1,0 +1,85 @@
+"""Data generation with Quantum ESPRESSO (pw.x, pp.x): configurations → stores + catalog."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+import malaflow
+from malaflow.generate import configurations, generate
+
+from conftest import SHARED_DATA
+
+pytestmark = pytest.mark.qe
+
+
+@pytest.fixture(scope="module")
+def quantum_espresso():
+    """pw.x and pp.x, installed from Debian's quantum-espresso package if missing (root)."""
+    if shutil.which("pw.x") is None:
+        install = subprocess.run(["apt-get", "install", "-y", "-q", "quantum-espresso"], capture_output=True, text=True) \
+            if shutil.which("apt-get") else None
+        if shutil.which("pw.x") is None:
+            reason = "no apt-get" if install is None else (install.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"\nQuantum ESPRESSO is not available here: {reason}")
+            pytest.skip(f"Quantum ESPRESSO is not available here: {reason}")
+
+
+def be2_config(tmp_path, **qe_overrides):
+    pseudo = SHARED_DATA / "Be2"
+    if not (pseudo / "Be.pbe-n-rrkjus_psl.1.0.0.UPF").is_file():
+        pytest.skip(f"reference data not found at {pseudo}")
+    return {
+        "output": str(tmp_path / "generated"), "catalog": str(tmp_path / "catalog.yaml"), "dataset": "be2",
+        "split": "train", "temperature": 298.0,
+        "structures": {"bulk": {"name": "Be", "crystalstructure": "hcp", "a": 2.26, "c": 3.57}, "count": 3,
+                       "seed": 7, "displacement": {"temperature": 298.0, "einstein_thz": 10.0}},
+        "qe": {"pseudo_dir": str(pseudo), "pseudopotentials": {"Be": "Be.pbe-n-rrkjus_psl.1.0.0.UPF"},
+               "ecutwfc": 30.0, "ecutrho": 120.0, "kpoints": [4, 4, 4], "conv_thr": 1e-8, **qe_overrides},
+        "ldos": {"emin": -6.0, "emax": 12.0, "step": 0.1, "broadening": 0.15},
+    }
+
+
+def test_thermal_displacements_follow_the_einstein_model():
+    """σ² = k_B T / (M ω²) per direction: Be (9.0122 u) at 298 K with ω = 2π·10 THz."""
+    from scipy import constants as c
+
+    sigma = (c.k * 298.0 / (9.0122 * c.atomic_mass * (2 * c.pi * 10e12) ** 2)) ** 0.5 / c.angstrom  # 0.0834 Å
+    spec = {"bulk": {"name": "Be", "crystalstructure": "hcp", "a": 2.26, "c": 3.57}, "supercell": [4, 4, 4],
+            "count": 20, "seed": 3, "displacement": {"temperature": 298.0, "einstein_thz": 10.0}}
+    frames = configurations(spec)
+    ideal = configurations({**spec, "displacement": {}})[0]
+    import numpy as np
+
+    shifts = np.concatenate([f.positions - ideal.positions for f in frames])
+    assert shifts.std() == pytest.approx(sigma, rel=0.03)  # 7680 samples: ~1 % statistical error
+    assert np.array_equal(configurations(spec)[5].positions, frames[5].positions)  # the seed reproduces
+
+
+def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path):
+    config = be2_config(tmp_path)
+    result = generate(config, progress=False)
+    assert len(result["done"]) == 3 and not result["failed"]
+    cat = malaflow.Catalog.load(tmp_path / "catalog.yaml")
+    for record in cat.records:
+        ds = cat.open(record.id)
+        obs = malaflow.observables(ds)
+        assert obs.n_electrons == pytest.approx(4.0, abs=1e-6)
+        assert abs(obs.fermi_energy - ds.attrs["fermi_energy"]) < 0.050  # eV, LDOS vs pw.x
+        assert ds.ldos.shape[-1] == 181 and ds.attrs["ldos_broadening"] == pytest.approx(0.15)
+        assert record.raw and all((cat.root / p).is_file() for p in record.raw)
+    assert not (tmp_path / "generated" / "scratch").exists() or not any((tmp_path / "generated" / "scratch").iterdir())
+
+    again = generate(config, progress=False)
+    assert again["done"] == [] and sorted(again["skipped"]) == sorted(result["done"])
+
+    impossible = be2_config(tmp_path, conv_thr=1e-14, electron_maxstep=1)
+    bad = generate(impossible, progress=False)
+    assert len(bad["failed"]) == 3 and bad["done"] == []
+    failed = yaml.safe_load((tmp_path / "catalog.yaml").read_text())["failed"]
+    reason = failed[bad["failed"][0]]
+    assert "did not converge" in reason["reason"] and (tmp_path / "generated" / "scratch").is_dir()
+    assert len(malaflow.Catalog.load(tmp_path / "catalog.yaml").records) == 3  # nothing failed was ingested
