@@ -40,7 +40,13 @@ def test_descriptors_as_slurm_jobs(slurm, tmp_path):
     config = {"kind": "slurm", "jobs": 2, "cores": 1, "processes": 1, "memory": "2GB", "walltime": "00:20:00",
               "queue": "debug", "python": sys.executable, "log_directory": str(tmp_path / "logs"),
               "local_directory": str(tmp_path / "work")}
-    with malaflow.cluster(config, wait_for_workers=2, timeout=120) as client:
+    with malaflow.cluster(config) as client:
+        try:
+            client.wait_for_workers(2, timeout=300)
+        except Exception:
+            queue = subprocess.run(["squeue", "-o", "%i %j %T %R"], capture_output=True, text=True).stdout
+            node = subprocess.run(["scontrol", "show", "node"], capture_output=True, text=True).stdout
+            raise AssertionError(f"SLURM workers did not all start.\nsqueue:\n{queue}\nnode:\n{node}") from None
         jobs = subprocess.run(["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout
         assert jobs.count("RUNNING") >= 2, jobs
         stored = malaflow.compute_descriptors(stores, "gaussian", chunks=9, client=client, progress=False, dtype=None)
