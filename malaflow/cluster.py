@@ -28,9 +28,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import InputFileError, ParameterError
+from .errors import ParameterError
+from .readers import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +50,7 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     if config is None:
         return {"kind": "local"}
     if isinstance(config, (str, Path)):
-        path = Path(config)
-        if not path.is_file():
-            raise InputFileError(path, "cluster config not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputFileError(path, f"not valid YAML: {exc}", None if mark is None else mark.line + 1) from None
+        data = read_yaml(config, "cluster config")
         config = data.get("cluster", data) if isinstance(data, Mapping) else data
     if not isinstance(config, Mapping):
         raise ParameterError(f"a cluster config is a mapping, got {type(config).__name__}")

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .catalog import Catalog
-from .errors import InputFileError, MalaflowError, ParameterError
-from .readers import sha256
+from .errors import MalaflowError, ParameterError
+from .readers import read_yaml, sha256
 from .units import KB_EV, RYDBERG_EV
 
 log = logging.getLogger(__name__)
@@ -78,9 +77,7 @@ class GenerationConfig:
         base = Path(".")
         if isinstance(source, (str, Path)):
             path = Path(source)
-            if not path.is_file():
-                raise InputFileError(path, "generation config not found")
-            source, base = yaml.safe_load(path.read_text()) or {}, path.parent
+            source, base = read_yaml(path, "generation config"), path.parent
         try:
             config = cls(**{**source, "qe": QESettings(**source["qe"]),
                             "ldos": LDOSSettings(**source.get("ldos", {}))})

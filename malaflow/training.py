@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from .artifact import TrainedModel, package_versions
@@ -32,8 +31,9 @@ from .catalog import Catalog, default_catalog_path
 from .compute import session_client, task_resources, compute_descriptors
 from .data import SCALINGS, BatchLoader, Scaler, open_pairs
 from .descriptors import get_descriptor
-from .errors import InputFileError, MalaflowError, ParameterError
+from .errors import MalaflowError, ParameterError
 from .models import get_model
+from .readers import read_yaml
 from .snapshot import open_snapshot
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,7 @@ class TrainingConfig:
         base = None
         if isinstance(source, (str, Path)):
             path = Path(source)
-            if not path.is_file():
-                raise InputFileError(path, "training config not found")
-            try:
-                source = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                line = getattr(getattr(exc, "problem_mark", None), "line", None)
-                raise InputFileError(path, f"not valid YAML: {exc}", None if line is None else line + 1) from None
-            base = path.parent
+            source, base = read_yaml(path, "training config"), path.parent
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(source) - known)
         if unknown:
