@@ -35,7 +35,6 @@ from .descriptors import (
 )
 from .errors import MalaflowError, StoreError
 from .snapshot import (
-    DEFAULT_CHUNK,
     DESCRIPTOR_GROUP,
     SPATIAL_DIMS,
     Chunks,
@@ -43,6 +42,7 @@ from .snapshot import (
     move_into_place,
     open_descriptors,
     open_snapshot,
+    spatial_chunks,
 )
 
 log = logging.getLogger(__name__)
@@ -51,20 +51,7 @@ Source = str | Path | Any  # a store path, a Snapshot, an xarray snapshot or ase
 
 
 def _chunk_sizes(grid_shape: tuple[int, int, int], chunks: Chunks) -> tuple[int, int, int]:
-    if chunks is None:
-        chunks = DEFAULT_CHUNK
-    if isinstance(chunks, int):
-        chunks = {d: chunks for d in SPATIAL_DIMS}
-    bad = sorted(set(chunks) - set(SPATIAL_DIMS))
-    if bad:
-        raise MalaflowError(f"chunks may only be given for {SPATIAL_DIMS}, not {bad}")
-    sizes = []
-    for dim, n in zip(SPATIAL_DIMS, grid_shape):
-        c = int(chunks.get(dim, n))
-        if c < 1:
-            raise MalaflowError(f"chunk size for {dim!r} must be ≥ 1, got {c}")
-        sizes.append(min(c, n))
-    return tuple(sizes)
+    return tuple(spatial_chunks(dict(zip(SPATIAL_DIMS, grid_shape)), chunks).values())
 
 
 def _resolve(source: Source, grid_shape: Sequence[int] | None) -> tuple[Structure, tuple[int, int, int], Path | None]:

@@ -251,8 +251,9 @@ def _fmt(value: float | None, spec: str) -> str:
 # --------------------------------------------------------------------------- chunks
 
 
-def chunk_spec(ds: xr.Dataset | xr.DataArray, chunks: Chunks) -> dict[str, int]:
-    """Normalise a chunk request: spatial dims chunked, every other dim whole."""
+def spatial_chunks(sizes: Mapping[str, int], chunks: Chunks) -> dict[str, int]:
+    """Chunk edge per spatial dim of ``sizes`` ({dim: points}) from a chunk request: an
+    int for all three, a mapping for some (the others whole), or None (the default)."""
     if chunks is None:
         chunks = DEFAULT_CHUNK
     if isinstance(chunks, int):
@@ -260,13 +261,19 @@ def chunk_spec(ds: xr.Dataset | xr.DataArray, chunks: Chunks) -> dict[str, int]:
     bad = [d for d in chunks if d not in SPATIAL_DIMS]
     if bad:
         raise MalaflowError(f"chunks may only be given for {SPATIAL_DIMS}, not {bad}")
-    spec = {d: -1 for d in ds.dims}
-    for d, n in chunks.items():
-        if d in ds.dims:
-            if int(n) < 1:
-                raise MalaflowError(f"chunk size for {d!r} must be ≥ 1, got {n}")
-            spec[d] = min(int(n), ds.sizes[d])
-    return spec
+    out = {}
+    for d, n in sizes.items():
+        if d in SPATIAL_DIMS:
+            c = int(chunks.get(d, n))
+            if c < 1:
+                raise MalaflowError(f"chunk size for {d!r} must be ≥ 1, got {chunks[d]}")
+            out[d] = min(c, int(n))
+    return out
+
+
+def chunk_spec(ds: xr.Dataset | xr.DataArray, chunks: Chunks) -> dict[str, int]:
+    """Normalise a chunk request: spatial dims chunked, every other dim whole."""
+    return {d: -1 for d in ds.dims} | spatial_chunks(dict(ds.sizes), chunks)
 
 
 # --------------------------------------------------------------------------- writing

@@ -269,26 +269,25 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
     if state["epoch"] < config.epochs and not stopped:
         log.info("%s: stopped after epoch %d of %d; train again to resume", out, state["epoch"], config.epochs)
     network.load_state_dict(state["best_state"])
+    first = open_snapshot(stores[train_ids[0]])  # energy grid, temperature, DFT settings
     trained = TrainedModel(
         network.cpu(), {"plugin": model_plugin.name, "params": model_plugin.params_dict()},
         {"plugin": descriptor.name, "params": descriptor.params_dict()},
-        x_scaler, y_scaler, open_snapshot(stores[train_ids[0]])["energy"].values,
-        float(open_snapshot(stores[train_ids[0]]).attrs["temperature"]),
+        x_scaler, y_scaler, first["energy"].values, float(first.attrs["temperature"]),
         _valence(cat, train_ids, config.valence), _grid_spacing(stores[i] for i in train_ids),
         {"training_snapshots": train_ids, "validation_snapshots": val_ids, "epochs_done": state["epoch"],
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},
-        _dft_settings(stores[train_ids[0]], out),
+        _dft_settings(first, out),
     )
     return trained.save(out)
 
 
-def _dft_settings(store: Path, out: Path) -> dict[str, Any]:
+def _dft_settings(ds, out: Path) -> dict[str, Any]:
     """Pseudopotential names and density cutoff of the training DFT, with the UPF files
     copied beside the model (when they can be found) so its predictions carry them."""
     from .observables import find_pseudopotentials
 
-    ds = open_snapshot(store)
     settings = {k: ds.attrs[k] for k in ("pseudopotentials", "ecutrho") if ds.attrs.get(k) is not None}
     try:
         for pp in find_pseudopotentials(ds).values():
