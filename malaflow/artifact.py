@@ -99,19 +99,18 @@ class TrainedModel:
         if not meta_file.is_file() or not (path / "weights.pt").is_file():
             raise StoreError(f"{path}: not a malaflow model (needs model.json and weights.pt)")
         meta = json.loads(meta_file.read_text())
-        for kind, key in (("descriptor", "descriptor"), ("model", "model")):
+        plugins = {}
+        for kind, make in (("descriptor", get_descriptor), ("model", get_model)):
             try:
-                (get_descriptor if kind == "descriptor" else get_model)(meta[key]["plugin"], meta[key]["params"])
+                plugins[kind] = make(meta[kind]["plugin"], meta[kind]["params"])
             except PluginError:
                 raise PluginError(
-                    f"{path} was trained with the {kind} plugin {meta[key]['plugin']!r}, which is not "
+                    f"{path} was trained with the {kind} plugin {meta[kind]['plugin']!r}, which is not "
                     f"installed here; install the package that provides it (see `malaflow plugins`)"
                 ) from None
         x_scaler = Scaler.from_dict(meta["scalers"]["inputs"])
         y_scaler = Scaler.from_dict(meta["scalers"]["outputs"])
-        network = get_model(meta["model"]["plugin"], meta["model"]["params"]).build(
-            len(x_scaler.shift), len(y_scaler.shift)
-        )
+        network = plugins["model"].build(len(x_scaler.shift), len(y_scaler.shift))
         network.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
         network.eval()
         target = meta["target"]
