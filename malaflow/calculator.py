@@ -18,7 +18,7 @@ from ase.calculators.calculator import all_changes
 
 from .artifact import TrainedModel, load_model
 from .errors import MalaflowError
-from .observables import energy_terms, observables
+from .observables import energy_terms_from, observables
 from .snapshot import Chunks
 
 
@@ -40,7 +40,7 @@ class Calculator(AseCalculator):
         obs = observables(predicted, scheme=self.scheme)
         self.evaluations += 1
         try:
-            terms = energy_terms(predicted, self.scheme)
+            terms = energy_terms_from(predicted, obs, self.scheme)
             free, entropy, kind = terms.total_energy, terms.entropy_contribution, "total"
         except MalaflowError:
             free, entropy, kind = obs.band_energy + obs.entropy_contribution, obs.entropy_contribution, "band"

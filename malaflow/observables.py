@@ -60,9 +60,13 @@ def energy_terms(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str | Pat
     """Band, one-electron, Hartree, xc, Ewald, −TS and total energy (eV) from a
     snapshot's LDOS: the density at the self-consistent Fermi level, its atoms and its
     pseudopotentials (needs the whole density in memory, for the FFTs)."""
+    return energy_terms_from(ds, observables(ds, scheme=scheme), scheme, pseudo_dir)
+
+
+def energy_terms_from(ds: xr.Dataset, obs: Any, scheme: str = "analytic", pseudo_dir: str | Path | None = None):
+    """:func:`energy_terms` with the observables (Fermi level, band energy) already at hand."""
     from malaflow_plugins.targets.total_energy import energy_terms as terms
 
-    obs = observables(ds, scheme=scheme)
     target = get_plugin("targets", "ldos")()
     density = target.density(ds, obs.fermi_energy, scheme).values
     return terms(density, np.array(ds.attrs["cell"]), ds["positions"].values, ds["numbers"].values,
@@ -83,7 +87,7 @@ def observables_table(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str 
     ]
     note = None
     try:
-        e = energy_terms(ds, scheme, pseudo_dir)
+        e = energy_terms_from(ds, obs, scheme, pseudo_dir)
     except MalaflowError as exc:
         note = f"(total energy not computed: {exc})"
     else:
