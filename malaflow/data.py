@@ -9,7 +9,6 @@ in memory (then every epoch is a full random permutation).
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .descriptors import grid_blocks
 from .errors import MalaflowError, ParameterError, StoreError
 from .snapshot import open_descriptors, open_snapshot
 
@@ -100,12 +100,8 @@ class SnapshotPair:
             raise StoreError(
                 f"{store}: descriptors/{descriptor} has grid {x.shape[:3]}, {target} has {y.shape[:3]}"
             )
-        chunks = y.chunks[:3]  # read along the target's chunks (the bigger array)
-        edges = [np.cumsum((0,) + c) for c in chunks]
-        blocks = [
-            tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx))
-            for idx in itertools.product(*[range(len(c)) for c in chunks])
-        ]
+        # read along the target's (stored, regular) chunks: the bigger array
+        blocks = grid_blocks(tuple(y.shape[:3]), tuple(c[0] for c in y.chunks[:3]))
         return cls(store, x, y, blocks)
 
     @property
