@@ -29,6 +29,7 @@ from .descriptors import Descriptor, Structure
 from .compute import compute_descriptors, descriptor_grid
 from .artifact import TrainedModel, load_model
 from .training import TrainingConfig, train
+from .hpo import StudyConfig, optimize
 from .calculator import Calculator
 from .cluster import cluster
 
@@ -41,6 +42,8 @@ __all__ = [
     "Structure",
     "TrainedModel",
     "TrainingConfig",
+    "StudyConfig",
+    "optimize",
     "load_model",
     "train",
     "cluster",

@@ -301,6 +301,27 @@ def train_cmd(
     typer.echo(errors_table([evaluate_store(model, cat.store_path(i), i) for i in ids]))
 
 
+@app.command("hpo")
+def hpo_cmd(
+    config: Path = typer.Argument(..., help="Study config (YAML); see examples/hpo-be2.yaml"),
+    trials: Optional[int] = typer.Option(None, help="Total trials of the study [the config's]"),
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Hyperparameter study with Optuna: one Dask task per trial; run again to go on."""
+    from .evaluation import errors_table
+    from .hpo import optimize
+
+    with _cluster(cluster):
+        result = optimize(config, trials=trials)
+    typer.echo(f"best trials (of {len(result.study.trials)}):\n{result.table}\n")
+    typer.echo(f"best model: {result.best_model}")
+    if result.test_errors:
+        typer.echo(f"best model on the test snapshots:\n{errors_table(result.test_errors)}")
+    for key in ("trials", "history", "importances", "report"):
+        if key in result.files:
+            typer.echo(f"{key}: {result.files[key]}")
+
+
 @app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="Trained model folder"),

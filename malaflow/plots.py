@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -20,6 +21,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str = "ldos") -> Path:
     """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored)."""
     plt = _pyplot()
@@ -34,10 +42,7 @@ def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target:
     ax.set_ylabel("DOS (1/eV)")
     ax.set_title(f"T = {obs.temperature:.0f} K, N = {obs.n_electrons:.4f}, E_band = {obs.band_energy:.4f} eV")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_dos_comparison(predicted: xr.Dataset, reference: xr.Dataset, path: str | Path,
@@ -56,10 +61,7 @@ def plot_dos_comparison(predicted: xr.Dataset, reference: xr.Dataset, path: str 
     ax.set_ylabel("DOS (1/eV)")
     ax.set_title(title or "DOS: prediction vs. DFT")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_density_slice(
@@ -79,7 +81,46 @@ def plot_density_slice(
     ax.set_xlabel(f"{dims[0]} (grid index)")
     ax.set_ylabel(f"{dims[1]} (grid index)")
     ax.set_title(f"electron density, {axis} = {index}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
+
+
+def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
+    """PNG of a hyperparameter study: the objective of each trial with the best so far
+    (left), and each trial's objective against its epochs, pruned ones dashed (right)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    best, front = float("inf"), []
+    for t in study.trials:
+        if t.value is None:
+            continue
+        complete = t.state.name == "COMPLETE"
+        left.plot(t.number, t.value, "o" if complete else "x", color="C0" if complete else "0.6")
+        if complete:
+            best = min(best, t.value)
+            front.append((t.number, best))
+        steps = sorted(t.intermediate_values)
+        right.plot(steps, [t.intermediate_values[s] for s in steps], "-" if complete else "--",
+                   color="C0" if complete else "0.6", lw=1)
+    if front:
+        numbers, values = zip(*front)
+        left.step(numbers, values, where="post", color="C3", label="best so far")
+        left.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+    left.set_xlabel("trial (o finished, x pruned)")
+    right.set_xlabel("epoch (solid finished, dashed pruned)")
+    left.set_title("optimization history")
+    right.set_title("objective during training")
+    return _save(fig, path)
+
+
+def plot_param_importances(importances: dict[str, float], path: str | Path) -> Path:
+    """PNG bar chart: how much of the objective's variation each parameter explains."""
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(names)))
+    ax.barh(names, [importances[n] for n in names], color="C0")
+    ax.set_xlabel("importance (fraction of the objective's variance)")
+    ax.set_title("parameter importances")
+    return _save(fig, path)

@@ -178,12 +178,27 @@ def train(
     return future.result()
 
 
-def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool) -> Path:
+@dataclass
+class Snapshots:
+    """The snapshots a training config selects, and where their stores are."""
+
+    catalog: Catalog
+    train: list[str]
+    validation: list[str]
+    stores: dict[str, Path]
+
+
+def selected_snapshots(config: TrainingConfig) -> Snapshots:
     cat = Catalog.load(config.catalog or default_catalog_path())
     train_ids = _select(cat, config.train, "training")
     val_ids = _select(cat, config.validation, "validation")
+    return Snapshots(cat, train_ids, val_ids, {id: cat.store_path(id) for id in dict.fromkeys(train_ids + val_ids)})
+
+
+def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool) -> Path:
+    selected = selected_snapshots(config)
+    cat, train_ids, val_ids, stores = selected.catalog, selected.train, selected.validation, selected.stores
     descriptor = get_descriptor(config.descriptor["plugin"], config.descriptor.get("params") or {})
-    stores = {id: cat.store_path(id) for id in dict.fromkeys(train_ids + val_ids)}
     compute_descriptors(list(stores.values()), descriptor, progress=progress)
     name = descriptor.store_name()
     train_pairs = open_pairs([stores[i] for i in train_ids], name)
@@ -218,7 +233,7 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
     state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_state": None, "bad_epochs": 0}
     if resume and checkpoint_file.is_file():
         saved = torch.load(checkpoint_file, map_location=device, weights_only=False)
-        if saved["config"] != dataclasses.asdict(config):
+        if _settings(saved["config"]) != _settings(dataclasses.asdict(config)):
             raise MalaflowError(f"{checkpoint_file} belongs to a different configuration; remove it or use another output")
         network.load_state_dict(saved["network"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -276,6 +291,7 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
         x_scaler, y_scaler, first["energy"].values, float(first.attrs["temperature"]),
         _valence(cat, train_ids, config.valence), _grid_spacing(stores[i] for i in train_ids),
         {"training_snapshots": train_ids, "validation_snapshots": val_ids, "epochs_done": state["epoch"],
+         "early_stopped": stopped,
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},
         _dft_settings(first, out),
@@ -314,6 +330,12 @@ def _evaluate_loss(network: torch.nn.Module, loader: BatchLoader, device: torch.
             total += float(torch.nn.functional.mse_loss(pred, torch.from_numpy(yb).to(device), reduction="sum")) / yb.shape[1]
             count += len(xb)
     return total / count
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must agree on to be continued: all but where it lives (a
+    training folder may be moved, e.g. from an interrupted study trial to its retry)."""
+    return {k: v for k, v in config.items() if k != "output"}
 
 
 def _checkpoint(path: Path, config, network, optimizer, scheduler, state) -> None:

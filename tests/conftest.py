@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import malaflow
+from malaflow.catalog import Catalog
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "mala-test-data"
 DEMO_DATA = REPO / "malaflow" / "demo_data" / "Be2"
@@ -29,3 +32,31 @@ def be2_copy(mala_data: Path, tmp_path: Path) -> Path:
         p.chmod(0o755 if p.is_dir() else 0o644)
     dest.chmod(0o755)
     return dest
+
+
+SPLITS = ["train", "train", "validation", "test"]
+
+
+@pytest.fixture(scope="session")
+def be2_catalog(tmp_path_factory) -> Catalog:
+    """The shipped Be2 snapshots in stores chunked 9³, with bispectrum and gaussian
+    descriptors computed once for the session."""
+    root = tmp_path_factory.mktemp("be2")
+    shutil.copytree(DEMO_DATA, root / "raw")
+    cat = Catalog(root / "catalog.yaml")
+    for i, split in enumerate(SPLITS):
+        cat.add(root / "raw" / f"Be_snapshot{i}.info.json", id=f"be2-{i}", split=split, chunks=9)
+    stores = [cat.store_path(r.id) for r in cat.records]
+    malaflow.compute_descriptors(stores, "bispectrum", chunks=9, progress=False)
+    malaflow.compute_descriptors(stores, "gaussian", chunks=9, progress=False)
+    return cat
+
+
+def training_config(cat: Catalog, output: Path, **overrides) -> dict:
+    """The settings of examples/train-be2.yaml on ``cat``, with ``overrides``."""
+    base = dict(
+        output=str(output), catalog=str(cat.path), descriptor={"plugin": "bispectrum", "params": {}},
+        model={"plugin": "feedforward", "params": {"layers": [200]}}, epochs=100, batch_size=32,
+        learning_rate=3e-4, early_stopping=20, checkpoint_every=10, seed=0,
+    )
+    return {**base, **overrides}

@@ -23,36 +23,9 @@ from malaflow.data import BatchLoader, Scaler, SnapshotPair
 from malaflow.errors import ParameterError, PluginError
 from malaflow.evaluation import evaluate_store
 
-from conftest import DEMO_DATA
+from conftest import training_config as config
 
 runner = CliRunner()
-SPLITS = ["train", "train", "validation", "test"]
-
-
-@pytest.fixture(scope="session")
-def be2_catalog(tmp_path_factory) -> Catalog:
-    """The shipped Be2 snapshots in stores chunked 9³, with bispectrum and gaussian
-    descriptors computed once for the session."""
-    root = tmp_path_factory.mktemp("be2")
-    shutil.copytree(DEMO_DATA, root / "raw")
-    cat = Catalog(root / "catalog.yaml")
-    for i, split in enumerate(SPLITS):
-        cat.add(root / "raw" / f"Be_snapshot{i}.info.json", id=f"be2-{i}", split=split, chunks=9)
-    stores = [cat.store_path(r.id) for r in cat.records]
-    malaflow.compute_descriptors(stores, "bispectrum", chunks=9, progress=False)
-    malaflow.compute_descriptors(stores, "gaussian", chunks=9, progress=False)
-    return cat
-
-
-def config(cat: Catalog, output: Path, **overrides) -> dict:
-    base = dict(
-        output=str(output), catalog=str(cat.path), descriptor={"plugin": "bispectrum", "params": {}},
-        model={"plugin": "feedforward", "params": {"layers": [200]}}, epochs=100, batch_size=32,
-        learning_rate=3e-4, early_stopping=20, checkpoint_every=10, seed=0,
-    )
-    return {**base, **overrides}
-
-
 # --------------------------------------------------------------------------- data
 
 
