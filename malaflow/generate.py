@@ -147,7 +147,9 @@ def pw_input(atoms, qe: QESettings, temperature: float) -> str:
     degauss = KB_EV * temperature / RYDBERG_EV
     lines = [
         "&CONTROL", "  calculation = 'scf'", "  outdir = 'temp'", "  prefix = 'snap'",
-        f"  pseudo_dir = '{qe.pseudo_dir}'", "/",
+        f"  pseudo_dir = '{qe.pseudo_dir}'",
+        "  verbosity = 'high'",  # k-points and eigenvalues printed even when there are over 100
+        "/",
         "&SYSTEM", "  ibrav = 0", f"  nat = {len(atoms)}", f"  ntyp = {len(symbols)}",
         f"  ecutwfc = {qe.ecutwfc}", f"  ecutrho = {qe.ecutrho}", f"  nbnd = {nbnd}",
         "  occupations = 'smearing'", "  smearing = 'fermi-dirac'", f"  degauss = {degauss:.10f}",

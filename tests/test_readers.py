@@ -132,6 +132,18 @@ def test_qe_truncated_output(be2_copy):
         malaflow.read_snapshot(out, reader="qe")
 
 
+def test_qe_output_without_its_k_points_says_why(be2_copy):
+    """pw.x prints no k-point list when there are over 100 and verbosity is not 'high'."""
+    out = be2_copy / "Be_snapshot0.out"
+    lines = out.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "number of k points=" in line)
+    kept = [line for line in lines[start + 1:] if "wk =" not in line and "cart. coord. in units 2pi/alat" not in line]
+    notice = "     Number of k-points >= 100: set verbosity='high' to print them."
+    out.write_text("\n".join(lines[:start + 1] + [notice] + kept) + "\n")
+    with pytest.raises(InputFileError, match=rf"Be_snapshot0\.out:{start + 1}: pw.x did not print its 512 k-points"):
+        malaflow.read_snapshot(out, reader="qe")
+
+
 def test_qe_missing_total_energy_names_the_line(be2_copy):
     out = be2_copy / "Be_snapshot0.out"
     out.write_text(out.read_text().replace("the Fermi energy is", "the Fermi level was"))

@@ -103,6 +103,9 @@ def parse_pw_output(path: str | Path) -> dict[str, Any]:
             weights.append(float(w.group(1)))
             if len(weights) == n_k:
                 break
+    if len(weights) != n_k and out.find(r"Number of k-points >= 100", "", required=False):
+        raise out.error(f"pw.x did not print its {n_k} k-points (over 100, verbosity not 'high'); "
+                        "run pw.x again with verbosity = 'high' in &CONTROL", i)
     if len(weights) != n_k:
         raise out.error(f"expected {n_k} k-point weights after this line, found {len(weights)}", i)
     res["k_weights"] = np.array(weights)
