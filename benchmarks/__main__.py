@@ -8,7 +8,7 @@ import time
 
 from .harness import machine
 
-TASKS = ["descriptors", "training", "postprocessing", "prediction"]
+TASKS = ["descriptors", "training", "postprocessing", "prediction", "transfer"]
 
 
 def main(argv: list[str]) -> None:

@@ -361,22 +361,40 @@ def predict_cmd(
 @app.command("test")
 def test_cmd(
     model: Path = typer.Argument(..., help="Trained model folder"),
-    split: str = typer.Option("test", help="Catalog split to test on"),
+    splits: list[str] = typer.Option(["test"], "--split", help="Catalog split to test on (repeatable)"),
+    dataset: Optional[str] = typer.Option(None, help="Only snapshots of this dataset"),
     ids: Optional[list[str]] = typer.Option(None, "--id", help="Snapshot ids instead of a split (repeatable)"),
+    plot: Optional[Path] = typer.Option(None, help="PNG of predicted vs. DFT DOS of the largest tested cell"),
     catalog: Optional[Path] = CatalogOption,
     cluster: Optional[Path] = ClusterOption,
 ) -> None:
-    """Errors of a model on test snapshots: LDOS MSE, band energy, Fermi level, density."""
+    """Errors of a model on test snapshots: LDOS MSE, band energy, Fermi level, density
+    (and per cell size, when the cells differ)."""
     from .artifact import load_model
-    from .evaluation import errors_table, evaluate_store
+    from .evaluation import compare, errors_by_size, errors_table, predict_store
 
     cat = _catalog(catalog)
-    chosen = ids or [r.id for r in cat.query(split=split)]
+    chosen = ids or [r.id for split in splits for r in cat.query(split=split, dataset=dataset)]
     if not chosen:
-        raise MalaflowError(f"no snapshots with split {split!r} in {cat.path}")
+        raise MalaflowError(f"no snapshots with split {' or '.join(splits)}"
+                            + (f" in dataset {dataset!r}" if dataset else "") + f" in {cat.path}")
     trained = load_model(model)
+    errors, largest = [], None
     with _cluster(cluster):
-        typer.echo(errors_table([evaluate_store(trained, cat.store_path(i), i) for i in chosen]))
+        for id in chosen:
+            predicted, reference = predict_store(trained, cat.store_path(id))
+            errors.append(compare(predicted, reference, id))
+            if largest is None or reference.sizes["atom"] > largest[1].sizes["atom"]:
+                largest = (predicted, reference, id)
+        typer.echo(errors_table(errors))
+        if len({e.n_atoms for e in errors}) > 1:
+            typer.echo(f"\nper cell size:\n{errors_by_size(errors)}")
+        if plot:
+            from .plots import plot_dos_comparison
+
+            predicted, reference, id = largest
+            title = f"{id} ({reference.sizes['atom']} atoms): predicted vs. DFT DOS"
+            typer.echo(f"wrote {plot_dos_comparison(predicted, reference, plot, title=title)}")
 
 
 @app.command("generate")

@@ -21,6 +21,7 @@ class Errors:
     band_energy_mev_per_atom: float  # predicted − reference
     fermi_mev: float
     density_relative: float  # Σ|n_pred − n_ref| / Σ n_ref
+    n_atoms: int = 0
 
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
@@ -43,20 +44,25 @@ def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Err
         band_energy_mev_per_atom=1000.0 * (ours.band_energy - theirs.band_energy) / n_atoms,
         fermi_mev=1000.0 * (ours.fermi_energy - theirs.fermi_energy),
         density_relative=l1 / norm,
+        n_atoms=n_atoms,
     )
 
 
-def evaluate_store(model, store: str | Path, name: str = "") -> Errors:
-    """Predict a stored snapshot from its stored descriptors (computed if missing) and
-    compare with its LDOS."""
+def predict_store(model, store: str | Path) -> tuple[xr.Dataset, xr.Dataset]:
+    """The prediction for a stored snapshot from its stored descriptors (computed if
+    missing), and the snapshot itself."""
     from .compute import compute_descriptors
 
     store = Path(store)
     descriptor = model.descriptor_plugin()
     compute_descriptors(store, descriptor, progress=False)  # a cache hit when present
     reference = open_snapshot(store)
-    predicted = model.predict(reference, descriptors=open_descriptors(store, descriptor.store_name()))
-    return compare(predicted, reference, name or store.stem)
+    return model.predict(reference, descriptors=open_descriptors(store, descriptor.store_name())), reference
+
+
+def evaluate_store(model, store: str | Path, name: str = "") -> Errors:
+    """Predict a stored snapshot and compare with its LDOS."""
+    return compare(*predict_store(model, store), name or Path(store).stem)
 
 
 def errors_table(rows: list[Errors]) -> str:
@@ -64,4 +70,17 @@ def errors_table(rows: list[Errors]) -> str:
     for e in rows:
         lines.append(f"{e.snapshot:<16} {e.ldos_mse:12.4e} {e.band_energy_mev_per_atom:17.3f} "
                      f"{e.fermi_mev:10.3f} {e.density_relative:13.5f}")
+    return "\n".join(lines)
+
+
+def errors_by_size(rows: list[Errors]) -> str:
+    """Errors per cell size (atoms per cell): mean and largest |ΔE_band|, mean |ΔE_F|,
+    mean density error — how well a model transfers to cells it was not trained on."""
+    lines = [f"{'atoms':>5} {'snapshots':>9} {'|ΔE_band| meV/atom':>19} {'max':>8} {'|ΔE_F| meV':>11} {'density rel.':>13}"]
+    for size in sorted({e.n_atoms for e in rows}):
+        group = [e for e in rows if e.n_atoms == size]
+        band = [abs(e.band_energy_mev_per_atom) for e in group]
+        lines.append(f"{size:5d} {len(group):9d} {np.mean(band):19.3f} {max(band):8.3f} "
+                     f"{np.mean([abs(e.fermi_mev) for e in group]):11.3f} "
+                     f"{np.mean([e.density_relative for e in group]):13.5f}")
     return "\n".join(lines)

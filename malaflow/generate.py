@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ class GenerationConfig:
     temperature: float = 298.0  # electronic temperature (K): Fermi–Dirac smearing
     ldos: LDOSSettings = field(default_factory=LDOSSettings)
     dataset: str = "generated"
-    split: str | None = None
+    split: str | dict[str, int] | None = None  # one split, or {split: count} in configuration order
 
     @classmethod
     def load(cls, source: Any) -> GenerationConfig:
@@ -223,7 +224,9 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
     failed = cat.failed
     pp = pp_inputs(config.ldos)
     jobs, result = [], {"done": [], "skipped": [], "failed": []}
-    for atoms in configurations(config.structures, catalog_path.parent):
+    frames = configurations(config.structures, catalog_path.parent)
+    splits = _splits(config.split, len(frames))
+    for atoms, split in zip(frames, splits):
         try:
             pw = pw_input(atoms, config.qe, config.temperature)
         except GenerationError as exc:
@@ -232,13 +235,17 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
             result["failed"].append(id)
             continue
         id = f"{config.dataset}-{input_hash(pw, pp, config.qe)}"
-        if any(r.id == id for r in cat.records):
+        record = next((r for r in cat.records if r.id == id), None)
+        if record is not None:
+            if record.split != split:
+                log.info("%s: split %s → %s (as the config says)", id, record.split, split)
+                record.split = split
             result["skipped"].append(id)
             continue
-        jobs.append((id, pw))
-    tasks = [(_attempt, (str(out / "scratch" / id), pw, pp, config.qe)) for id, pw in jobs]
+        jobs.append((id, pw, split))
+    tasks = [(_attempt, (str(out / "scratch" / id), pw, pp, config.qe)) for id, pw, _ in jobs]
     outcomes = run_tasks(tasks, client, desc="DFT (pw.x + pp.x)", unit="snapshot", progress=progress)
-    for (id, _), (workdir, error) in zip(jobs, outcomes):
+    for (id, _, split), (workdir, error) in zip(jobs, outcomes):
         if error:
             failed[id] = {"reason": error, "scratch": workdir}
             result["failed"].append(id)
@@ -250,11 +257,21 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
             if f.suffix in (".in", ".out", ".cube"):
                 shutil.move(str(f), raw / f.name)
         shutil.rmtree(workdir)
-        cat.add(raw / "scf.out", reader="qe", id=id, dataset=config.dataset, split=config.split,
+        cat.add(raw / "scf.out", reader="qe", id=id, dataset=config.dataset, split=split,
                 ldos=str(raw), density=str(raw / "density.cube"))
         result["done"].append(id)
     cat.save()
     return result
+
+
+def _splits(split: str | Mapping[str, int] | None, n: int) -> list[str | None]:
+    """The split of each of ``n`` configurations: one for all, or counts in order."""
+    if not isinstance(split, Mapping):
+        return [split] * n
+    if sum(split.values()) != n or any(not isinstance(c, int) or c < 0 for c in split.values()):
+        raise ParameterError(f"generation config: split counts {dict(split)} must be ≥ 0 and add up to "
+                             f"the {n} configurations")
+    return [name for name, count in split.items() for _ in range(count)]
 
 
 def _attempt(workdir: str, pw: str, pp: dict[str, str], qe: QESettings) -> tuple[str, str | None]:

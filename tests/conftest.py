@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,32 @@ def training_config(cat: Catalog, output: Path, **overrides) -> dict:
         learning_rate=3e-4, early_stopping=20, checkpoint_every=10, seed=0,
     )
     return {**base, **overrides}
+
+
+@pytest.fixture(scope="session")
+def quantum_espresso():
+    """pw.x and pp.x, installed from Debian's quantum-espresso package if missing (root)."""
+    if shutil.which("pw.x") is None:
+        install = subprocess.run(["apt-get", "install", "-y", "-q", "quantum-espresso"], capture_output=True, text=True) \
+            if shutil.which("apt-get") else None
+        if shutil.which("pw.x") is None:
+            reason = "no apt-get" if install is None else (install.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"\nQuantum ESPRESSO is not available here: {reason}")
+            pytest.skip(f"Quantum ESPRESSO is not available here: {reason}")
+
+
+def be_config(tmp_path, supercell=(1, 1, 1), count=3, split="train", kpoints=(4, 4, 4), **qe_overrides):
+    """A generation config for hcp Be cells at 298 K with cheap QE settings."""
+    pseudo = SHARED_DATA / "Be2"
+    if not (pseudo / "Be.pbe-n-rrkjus_psl.1.0.0.UPF").is_file():
+        pytest.skip(f"reference data not found at {pseudo}")
+    return {
+        "output": str(tmp_path / "generated"), "catalog": str(tmp_path / "catalog.yaml"),
+        "dataset": f"be{2 * supercell[0] * supercell[1] * supercell[2]}", "split": split, "temperature": 298.0,
+        "structures": {"bulk": {"name": "Be", "crystalstructure": "hcp", "a": 2.26, "c": 3.57},
+                       "supercell": list(supercell), "count": count,
+                       "seed": 7, "displacement": {"temperature": 298.0, "einstein_thz": 10.0}},
+        "qe": {"pseudo_dir": str(pseudo), "pseudopotentials": {"Be": "Be.pbe-n-rrkjus_psl.1.0.0.UPF"},
+               "ecutwfc": 30.0, "ecutrho": 120.0, "kpoints": list(kpoints), "conv_thr": 1e-8, **qe_overrides},
+        "ldos": {"emin": -6.0, "emax": 12.0, "step": 0.1, "broadening": 0.15},
+    }

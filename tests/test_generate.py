@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 
 import pytest
 import yaml
 
 import malaflow
+from malaflow.errors import ParameterError
 from malaflow.generate import configurations, generate
 
-from conftest import SHARED_DATA
+from conftest import be_config
 
 pytestmark = pytest.mark.qe
-
-
-@pytest.fixture(scope="module")
-def quantum_espresso():
-    """pw.x and pp.x, installed from Debian's quantum-espresso package if missing (root)."""
-    if shutil.which("pw.x") is None:
-        install = subprocess.run(["apt-get", "install", "-y", "-q", "quantum-espresso"], capture_output=True, text=True) \
-            if shutil.which("apt-get") else None
-        if shutil.which("pw.x") is None:
-            reason = "no apt-get" if install is None else (install.stderr.strip().splitlines() or ["?"])[-1]
-            print(f"\nQuantum ESPRESSO is not available here: {reason}")
-            pytest.skip(f"Quantum ESPRESSO is not available here: {reason}")
-
-
-def be2_config(tmp_path, **qe_overrides):
-    pseudo = SHARED_DATA / "Be2"
-    if not (pseudo / "Be.pbe-n-rrkjus_psl.1.0.0.UPF").is_file():
-        pytest.skip(f"reference data not found at {pseudo}")
-    return {
-        "output": str(tmp_path / "generated"), "catalog": str(tmp_path / "catalog.yaml"), "dataset": "be2",
-        "split": "train", "temperature": 298.0,
-        "structures": {"bulk": {"name": "Be", "crystalstructure": "hcp", "a": 2.26, "c": 3.57}, "count": 3,
-                       "seed": 7, "displacement": {"temperature": 298.0, "einstein_thz": 10.0}},
-        "qe": {"pseudo_dir": str(pseudo), "pseudopotentials": {"Be": "Be.pbe-n-rrkjus_psl.1.0.0.UPF"},
-               "ecutwfc": 30.0, "ecutrho": 120.0, "kpoints": [4, 4, 4], "conv_thr": 1e-8, **qe_overrides},
-        "ldos": {"emin": -6.0, "emax": 12.0, "step": 0.1, "broadening": 0.15},
-    }
 
 
 def test_thermal_displacements_follow_the_einstein_model():
@@ -59,8 +31,14 @@ def test_thermal_displacements_follow_the_einstein_model():
     assert np.array_equal(configurations(spec)[5].positions, frames[5].positions)  # the seed reproduces
 
 
+def test_split_counts_must_cover_the_configurations(tmp_path):
+    with pytest.raises(ParameterError, match=r"split counts \{'train': 2, 'validation': 2\} .* the 3 configurations"):
+        generate(be_config(tmp_path, count=3, split={"train": 2, "validation": 2}), progress=False)
+    assert not (tmp_path / "catalog.yaml").exists()
+
+
 def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path):
-    config = be2_config(tmp_path)
+    config = be_config(tmp_path)
     result = generate(config, progress=False)
     assert len(result["done"]) == 3 and not result["failed"]
     cat = malaflow.Catalog.load(tmp_path / "catalog.yaml")
@@ -76,7 +54,7 @@ def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path):
     again = generate(config, progress=False)
     assert again["done"] == [] and sorted(again["skipped"]) == sorted(result["done"])
 
-    impossible = be2_config(tmp_path, conv_thr=1e-14, electron_maxstep=1)
+    impossible = be_config(tmp_path, conv_thr=1e-14, electron_maxstep=1)
     bad = generate(impossible, progress=False)
     assert len(bad["failed"]) == 3 and bad["done"] == []
     failed = yaml.safe_load((tmp_path / "catalog.yaml").read_text())["failed"]

@@ -1,0 +1,75 @@
+"""Size transfer, Be at 298 K: a model trained on 2-atom cells predicts 4- and 8-atom cells.
+
+The data are those of examples/generate-be{2,4,8}.yaml (Quantum ESPRESSO; generated when
+missing — about 25 minutes on 2 cores), the model that of examples/train-be2-298K.yaml
+(trained when missing). Per cell size: the errors against DFT (band energy, Fermi level,
+density, each side at its own self-consistent Fermi level) and the wall time of DFT
+(pw.x + pp.x, from their outputs) beside that of the prediction from the atoms
+(descriptors, network, observables). Writes the predicted vs. DFT DOS of the largest
+cell to benchmarks/size-transfer-dos.png.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .harness import table
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+PLOT = Path(__file__).resolve().parent / "size-transfer-dos.png"
+
+
+def qe_wall_seconds(folder: Path) -> float:
+    """Wall time of the pw.x and pp.x runs whose outputs are in ``folder``."""
+    total = 0.0
+    for out in folder.glob("*.out"):
+        lines = [line for line in out.read_text().splitlines() if re.match(r"\s*(PWSCF|PP|POST-PROC)\s+:", line)]
+        if lines:
+            wall = lines[-1].split("CPU")[-1].replace("WALL", "")
+            total += sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in re.findall(r"([\d.]+)([hms])", wall))
+    return total
+
+
+def main() -> str:
+    import malaflow
+    from malaflow.evaluation import compare, errors_by_size
+    from malaflow.generate import generate
+    from malaflow.observables import observables
+    from malaflow.plots import plot_dos_comparison
+
+    for size in (2, 4, 8):
+        generate(EXAMPLES / f"generate-be{size}.yaml")
+    model = malaflow.load_model(malaflow.train(EXAMPLES / "train-be2-298K.yaml"))
+    cat = malaflow.Catalog.load(REPO / "generated" / "catalog.yaml")
+    records = [r for r in cat.records if r.split in ("validation", "test")]
+    errors, rows, largest = [], [], None
+    for r in records:
+        reference = cat.open(r.id)
+        t0 = time.perf_counter()
+        predicted = model.predict(reference, chunks=32)
+        observables(predicted)
+        seconds = time.perf_counter() - t0
+        e = compare(predicted, reference, r.id)
+        errors.append(e)
+        rows.append([r.id, r.split, str(e.n_atoms), "×".join(map(str, reference.attrs["grid_shape"])),
+                     f"{e.band_energy_mev_per_atom:.2f}", f"{e.fermi_mev:.1f}", f"{e.density_relative:.4f}",
+                     f"{qe_wall_seconds(cat.resolve(r.source).parent):.0f}", f"{seconds:.1f}"])
+        if largest is None or e.n_atoms > largest[2]:
+            largest = (predicted, reference, e.n_atoms, r.id)
+    predicted, reference, n_atoms, id = largest
+    plot_dos_comparison(predicted, reference, PLOT, title=f"{id} ({n_atoms} atoms), trained on 2-atom cells")
+    trained = model.metadata
+    head = (f"model: {len(trained['training_snapshots'])} training cells of 2 atoms, "
+            f"{trained['epochs_done']} epochs; DOS plot of {id}: {PLOT.relative_to(REPO)}\n\n")
+    per_snapshot = table(rows, ["snapshot", "split", "atoms", "grid", "ΔE_band meV/atom", "ΔE_F meV",
+                                "density rel.", "DFT s", "predict s"])
+    sizes = errors_by_size(errors)
+    mean_dft = {n: np.mean([float(row[7]) for row in rows if row[2] == str(n)]) for n in {e.n_atoms for e in errors}}
+    mean_ml = {n: np.mean([float(row[8]) for row in rows if row[2] == str(n)]) for n in mean_dft}
+    speed = "\n".join(f"{n} atoms: DFT {mean_dft[n]:.0f} s, prediction {mean_ml[n]:.1f} s" for n in sorted(mean_dft))
+    return f"{head}{per_snapshot}\n\nper cell size:\n\n```\n{sizes}\n```\n\n{speed}"
