@@ -269,3 +269,23 @@ def test_vasp_bad_input(vasp_run):
     chg.write_text(chg.read_text()[: len(chg.read_text()) // 2])
     with pytest.raises(InputFileError, match="CHGCAR"):
         malaflow.read_snapshot(run, reader="vasp")
+
+
+def test_qe_temperature_from_the_input_beside_the_output(tmp_path):
+    """pw.x prints degauss to 4 decimals (0.0019 Ry ≈ 300 K); the scf.in beside scf.out
+    has 0.0018874 Ry ≈ 298 K, which is what the run used. An input of another run (its
+    degauss does not round to the printed one) is not used."""
+    from conftest import REPO
+
+    data = REPO / "tests" / "data" / "be2-converged"
+    shutil.copy(data / "scf.out", tmp_path / "scf.out")
+    alone = malaflow.read_snapshot(tmp_path / "scf.out", reader="qe")
+    assert alone.temperature == pytest.approx(0.0019 * RYDBERG_EV / KB_EV, rel=1e-12)
+    shutil.copy(data / "scf.in", tmp_path / "scf.in")
+    paired = malaflow.read_snapshot(tmp_path / "scf.out", reader="qe")
+    assert paired.temperature == pytest.approx(0.0018874 * RYDBERG_EV / KB_EV, rel=1e-12)
+    assert paired.temperature == pytest.approx(297.99, abs=0.01)
+    assert any(p.endswith("scf.in") for p in paired.provenance["files"])
+    (tmp_path / "scf.in").write_text((data / "scf.in").read_text().replace("0.0018874", "0.0100000"))
+    other = malaflow.read_snapshot(tmp_path / "scf.out", reader="qe")
+    assert other.temperature == pytest.approx(alone.temperature, rel=1e-12)

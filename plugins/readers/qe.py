@@ -252,6 +252,23 @@ def _glob_files(spec: Any, base: Path, pattern: str) -> list[Path]:
 # --------------------------------------------------------------------------- reader
 
 
+def _input_beside(path: Path, printed: float | None) -> tuple[Path, float] | None:
+    """The pw.x input next to its output (``scf.out`` → ``scf.in``) and its degauss.
+
+    pw.x prints the smearing width with four decimals (0.0019 Ry for 298 K reads back
+    as 300 K); the input has it in full. Used only when it rounds to the printed value,
+    i.e. when it is the input of this run.
+    """
+    pw_in = path.with_suffix(".in")
+    if printed is None or pw_in == path or not pw_in.is_file():
+        return None
+    m = re.search(rf"^\s*degauss\s*=\s*({FLOAT})", pw_in.read_text(errors="replace"), re.MULTILINE | re.IGNORECASE)
+    if m is None:
+        return None
+    value = float(m.group(1).lower().replace("d", "e"))
+    return (pw_in, value) if abs(value - printed) <= 0.5e-4 + 1e-12 else None
+
+
 class QEReader(Reader):
     """pw.x output (+ pp.x LDOS cubes via ``ldos=``, density cube via ``density=``)."""
 
@@ -276,6 +293,11 @@ class QEReader(Reader):
         pw = parse_pw_output(path)
         from ase.data import atomic_numbers
 
+        raw = [path]
+        pw_in = _input_beside(path, pw["degauss_ry"])
+        if pw_in is not None:
+            pw["degauss_ry"] = pw_in[1]
+            raw.append(pw_in[0])
         temperature = None
         if pw["degauss_ry"] is not None and "fermi-dirac" in pw["smearing"]:
             temperature = pw["degauss_ry"] * RYDBERG_EV / KB_EV
@@ -284,7 +306,6 @@ class QEReader(Reader):
             reference["band_energy"] = band_energy_from_eigenvalues(
                 pw["eigenvalues"], pw["k_weights"], pw["fermi_energy"], temperature
             )
-        raw = [path]
         grid_shape = tuple(pw["fft_grid"])
         snap_kwargs: dict[str, Any] = {}
         attrs: dict[str, Any] = {
