@@ -26,11 +26,14 @@ def observables(ds: xr.Dataset, target: str = "ldos", scheme: str = "analytic", 
 def pseudopotential_dirs(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -> list[Path]:
     """Where a snapshot's UPF files are looked for, in order: ``pseudo_dir``,
     $MALAFLOW_PSEUDO_DIR, $ESPRESSO_PSEUDO, the folders of its raw files (and their
-    parents), the model folder of a prediction, the shipped demo data."""
+    parents), the folder(s) the DFT code read them from, the model folder of a
+    prediction, the shipped demo data."""
     dirs = [pseudo_dir, os.environ.get("MALAFLOW_PSEUDO_DIR"), os.environ.get("ESPRESSO_PSEUDO")]
     provenance = ds.attrs.get("provenance") or {}
     for file in (provenance.get("files") or {}):
         dirs += [Path(file).parent, Path(file).parent.parent]
+    read_from = ds.attrs.get("pseudo_dir") or []
+    dirs += [read_from] if isinstance(read_from, str) else list(read_from)
     dirs.append(provenance.get("model"))
     dirs.append(Path(__file__).parent / "demo_data" / "Be2")
     return list(dict.fromkeys(Path(d) for d in dirs if d))

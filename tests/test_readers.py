@@ -271,7 +271,7 @@ def test_vasp_bad_input(vasp_run):
         malaflow.read_snapshot(run, reader="vasp")
 
 
-def test_qe_temperature_from_the_input_beside_the_output(tmp_path):
+def test_qe_temperature_and_pseudopotentials(tmp_path):
     """pw.x prints degauss to 4 decimals (0.0019 Ry ≈ 300 K); the scf.in beside scf.out
     has 0.0018874 Ry ≈ 298 K, which is what the run used. An input of another run (its
     degauss does not round to the printed one) is not used."""
@@ -286,6 +286,9 @@ def test_qe_temperature_from_the_input_beside_the_output(tmp_path):
     assert paired.temperature == pytest.approx(0.0018874 * RYDBERG_EV / KB_EV, rel=1e-12)
     assert paired.temperature == pytest.approx(297.99, abs=0.01)
     assert any(p.endswith("scf.in") for p in paired.provenance["files"])
+    # what the total energy needs: the UPF names, where pw.x read them, the density cutoff
+    assert paired.attrs["pseudopotentials"] == {"Be": "Be.pbe-n-rrkjus_psl.1.0.0.UPF"}
+    assert paired.attrs["ecutrho"] == 160.0 and paired.attrs["pseudo_dir"].endswith("Be2")
     (tmp_path / "scf.in").write_text((data / "scf.in").read_text().replace("0.0018874", "0.0100000"))
     other = malaflow.read_snapshot(tmp_path / "scf.out", reader="qe")
     assert other.temperature == pytest.approx(alone.temperature, rel=1e-12)

@@ -91,6 +91,11 @@ def parse_pw_output(path: str | Path) -> dict[str, Any]:
     hit = out.find(r"FFT dimensions: \(\s*(\d+),\s*(\d+),\s*(\d+)\)", "FFT dimensions")
     res["fft_grid"] = [int(g) for g in hit[1].groups()]
 
+    res["pseudopotentials"] = {}  # element → UPF path, as pw.x read them
+    for k, m in out.find_all(r"PseudoPot\. # \d+ for (\w+)\s+read from file:"):
+        if k + 1 < len(out.lines) and out.lines[k + 1].strip():
+            res["pseudopotentials"][m.group(1)] = Path(out.lines[k + 1].strip())
+
     i, m = out.find(r"number of k points=\s+(\d+)\s*(.*)$", "number of k points")
     n_k = int(m.group(1))
     smear = re.search(rf"(.*?)smearing, width \(Ry\)=\s*({FLOAT})", m.group(2))
@@ -312,7 +317,12 @@ class QEReader(Reader):
             "ecutwfc_ry": pw["ecutwfc_ry"], "ecutrho_ry": pw["ecutrho_ry"],
             "smearing": pw["smearing"], "degauss_ry": pw["degauss_ry"],
             "n_bands": pw["n_bands"], "n_kpoints": len(pw["k_weights"]),
+            "ecutrho": pw["ecutrho_ry"],  # Ry, the key the total energy reads (as in MALA's info files)
         }
+        if pw["pseudopotentials"]:
+            attrs["pseudopotentials"] = {el: upf.name for el, upf in pw["pseudopotentials"].items()}
+            dirs = sorted({str(upf.parent) for upf in pw["pseudopotentials"].values()})
+            attrs["pseudo_dir"] = dirs[0] if len(dirs) == 1 else dirs
         if ldos is not None:
             files = _glob_files(ldos, path.parent, "*ldos.cube")
             if not files:
