@@ -63,6 +63,8 @@ class TrainedModel:
     #: of the training DFT: {"pseudopotentials": {element: UPF name}, "ecutrho": Ry}; the
     #: UPF files are copied beside the model, so predictions give the total energy
     dft: dict[str, Any] = field(default_factory=dict)
+    #: per-feature [minima, maxima] of the training descriptors (None for older models)
+    input_range: list[list[float]] | None = None
 
     # ------------------------------------------------------------------ files
 
@@ -77,6 +79,7 @@ class TrainedModel:
             "valence": self.valence,
             "grid_spacing": self.grid_spacing,
             "dft": self.dft,
+            "input_range": self.input_range,
             "metadata": self.metadata,
         }
 
@@ -118,7 +121,7 @@ class TrainedModel:
             network, meta["model"], meta["descriptor"], x_scaler, y_scaler,
             np.asarray(target["energies"], dtype=float), float(target["temperature"]),
             {k: float(v) for k, v in meta["valence"].items()}, list(meta["grid_spacing"]), meta.get("metadata", {}),
-            meta.get("dft", {}),
+            meta.get("dft", {}), meta.get("input_range"),
         )
 
     # ------------------------------------------------------------------ use
@@ -135,6 +138,18 @@ class TrainedModel:
                 xb = torch.as_tensor(self.x_scaler.transform(x[start : start + FORWARD_POINTS]), dtype=torch.float32)
                 out[start : start + len(xb)] = self.y_scaler.inverse(self.network(xb).numpy().astype(np.float64))
         return out
+
+    def outside_training(self, descriptors: xr.DataArray) -> float:
+        """Fraction of grid points with some descriptor outside the training range
+        (by more than 1 % of that feature's span): where the network extrapolates, and
+        its LDOS is not to be trusted. NaN for models saved without the range."""
+        if self.input_range is None:
+            return float("nan")
+        lo, hi = (np.asarray(v) for v in self.input_range)
+        slack = 0.01 * (hi - lo)
+        x = descriptors.data
+        outside = ((x < lo - slack) | (x > hi + slack)).any(axis=-1)
+        return float(outside.mean().compute() if hasattr(outside, "compute") else outside.mean())
 
     def _forward_block(self, block: np.ndarray) -> np.ndarray:
         shape = block.shape[:3]

@@ -78,6 +78,14 @@ class Scaler:
 # --------------------------------------------------------------------------- pairs
 
 
+def feature_range(arrays: Sequence[da.Array]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature minimum and maximum over the rows of (n, features) dask arrays: the
+    region of descriptor space a model has seen."""
+    x = da.concatenate([a.astype(np.float64) for a in arrays], axis=0)
+    lo, hi = dask.compute(x.min(axis=0), x.max(axis=0))
+    return np.asarray(lo), np.asarray(hi)
+
+
 @dataclass
 class SnapshotPair:
     """Descriptors and LDOS of one snapshot as lazy (x, y, z, ·) arrays, and the blocks

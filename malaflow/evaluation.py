@@ -22,6 +22,7 @@ class Errors:
     fermi_mev: float
     density_relative: float  # Σ|n_pred − n_ref| / Σ n_ref
     n_atoms: int = 0
+    outside_training: float = float("nan")  # fraction of points whose descriptors the training never saw
 
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
@@ -45,6 +46,7 @@ def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Err
         fermi_mev=1000.0 * (ours.fermi_energy - theirs.fermi_energy),
         density_relative=l1 / norm,
         n_atoms=n_atoms,
+        outside_training=float(predicted.attrs.get("outside_training", float("nan"))),
     )
 
 
@@ -57,7 +59,10 @@ def predict_store(model, store: str | Path) -> tuple[xr.Dataset, xr.Dataset]:
     descriptor = model.descriptor_plugin()
     compute_descriptors(store, descriptor, progress=False)  # a cache hit when present
     reference = open_snapshot(store)
-    return model.predict(reference, descriptors=open_descriptors(store, descriptor.store_name())), reference
+    descriptors = open_descriptors(store, descriptor.store_name())
+    predicted = model.predict(reference, descriptors=descriptors)
+    predicted.attrs["outside_training"] = model.outside_training(descriptors)
+    return predicted, reference
 
 
 def evaluate_store(model, store: str | Path, name: str = "") -> Errors:
@@ -66,21 +71,28 @@ def evaluate_store(model, store: str | Path, name: str = "") -> Errors:
 
 
 def errors_table(rows: list[Errors]) -> str:
-    lines = [f"{'snapshot':<16} {'LDOS MSE':>12} {'ΔE_band meV/atom':>17} {'ΔE_F meV':>10} {'density rel.':>13}"]
+    lines = [f"{'snapshot':<16} {'LDOS MSE':>12} {'ΔE_band meV/atom':>17} {'ΔE_F meV':>10} {'density rel.':>13} "
+             f"{'extrapolated':>12}"]
     for e in rows:
         lines.append(f"{e.snapshot:<16} {e.ldos_mse:12.4e} {e.band_energy_mev_per_atom:17.3f} "
-                     f"{e.fermi_mev:10.3f} {e.density_relative:13.5f}")
+                     f"{e.fermi_mev:10.3f} {e.density_relative:13.5f} {_percent(e.outside_training):>12}")
     return "\n".join(lines)
 
 
 def errors_by_size(rows: list[Errors]) -> str:
     """Errors per cell size (atoms per cell): mean and largest |ΔE_band|, mean |ΔE_F|,
     mean density error — how well a model transfers to cells it was not trained on."""
-    lines = [f"{'atoms':>5} {'snapshots':>9} {'|ΔE_band| meV/atom':>19} {'max':>8} {'|ΔE_F| meV':>11} {'density rel.':>13}"]
+    lines = [f"{'atoms':>5} {'snapshots':>9} {'|ΔE_band| meV/atom':>19} {'max':>8} {'|ΔE_F| meV':>11} "
+             f"{'density rel.':>13} {'extrapolated':>12}"]
     for size in sorted({e.n_atoms for e in rows}):
         group = [e for e in rows if e.n_atoms == size]
         band = [abs(e.band_energy_mev_per_atom) for e in group]
         lines.append(f"{size:5d} {len(group):9d} {np.mean(band):19.3f} {max(band):8.3f} "
                      f"{np.mean([abs(e.fermi_mev) for e in group]):11.3f} "
-                     f"{np.mean([e.density_relative for e in group]):13.5f}")
+                     f"{np.mean([e.density_relative for e in group]):13.5f} "
+                     f"{_percent(np.mean([e.outside_training for e in group])):>12}")
     return "\n".join(lines)
+
+
+def _percent(fraction: float) -> str:
+    return "-" if np.isnan(fraction) else f"{100 * fraction:.1f} %"

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .artifact import TrainedModel, package_versions
 from .catalog import Catalog, default_catalog_path
 from .compute import session_client, task_resources, compute_descriptors
-from .data import SCALINGS, BatchLoader, Scaler, open_pairs
+from .data import SCALINGS, BatchLoader, Scaler, feature_range, open_pairs
 from .descriptors import get_descriptor
 from .errors import MalaflowError, ParameterError
 from .models import get_model
@@ -204,6 +204,7 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
     train_pairs = open_pairs([stores[i] for i in train_ids], name)
     val_pairs = open_pairs([stores[i] for i in val_ids], name)
     x_scaler = Scaler.fit(config.input_scaling, [p.flat()[0] for p in train_pairs])
+    input_range = feature_range([p.flat()[0] for p in train_pairs])
     y_scaler = Scaler.fit(config.output_scaling, [p.flat()[1] for p in train_pairs])
     loader = BatchLoader(train_pairs, x_scaler, y_scaler, config.batch_size, True,
                          config.shuffle_buffer, config.cache_mb, config.seed)
@@ -294,7 +295,7 @@ def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progres
          "early_stopped": stopped,
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},
-        _dft_settings(first, out),
+        _dft_settings(first, out), [r.tolist() for r in input_range],
     )
     return trained.save(out)
 

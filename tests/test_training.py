@@ -94,7 +94,7 @@ def test_be2_band_energy_error_and_cli(be2_catalog, tmp_path):
     result = runner.invoke(app, ["test", str(tmp_path / "model"), "--catalog", str(be2_catalog.path)])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("be2-3"))
-    mse, band, fermi, density = (float(v) for v in row.split()[1:])
+    mse, band, fermi, density = (float(v) for v in row.split()[1:5])
     assert abs(band) < 20.0 and abs(fermi) < 40.0 and density < 0.01
 
     from ase.io import write
@@ -160,6 +160,21 @@ def test_prediction_is_chunkwise_and_equals_the_stored_path(gaussian_model, be2_
     obs = malaflow.observables(lazy)
     assert obs.n_electrons == pytest.approx(4.0, abs=1e-9)
     assert abs(errors.band_energy_mev_per_atom) < 1000  # a 5-epoch model, but physical
+
+
+def test_model_knows_where_it_extrapolates(gaussian_model, be2_catalog):
+    """The training descriptors lie inside the recorded range by construction; in a cell
+    stretched by half, most grid points are farther from every atom than any training
+    point was, so the Gaussian density (the feature) falls below its training minimum."""
+    model = malaflow.load_model(gaussian_model)
+    train = malaflow.open_descriptors(be2_catalog.store_path("be2-0"), "gaussian")
+    assert model.outside_training(train) == 0.0
+    ds = malaflow.open_snapshot(be2_catalog.store_path("be2-3"))
+    atoms = malaflow.Snapshot.from_dataset(ds).atoms
+    atoms.set_cell(atoms.cell * 1.5, scale_atoms=True)
+    squeezed = malaflow.compute_descriptors(atoms, "gaussian", grid_shape=(18, 18, 27), progress=False)
+    assert model.outside_training(squeezed) > 0.5
+    assert 0.0 <= evaluate_store(model, be2_catalog.store_path("be2-3")).outside_training < 0.05
 
 
 def test_calculator_caches_per_configuration(gaussian_model, be2_catalog):

@@ -35,7 +35,7 @@ def test_model_trained_on_2_atom_cells_predicts_4_atom_cells(quantum_espresso, t
     result = CliRunner().invoke(app, ["test", str(model), "--catalog", str(catalog), "--split", "validation",
                                       "--split", "test", "--plot", str(tmp_path / "dos.png")])
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in result.output.splitlines()
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:6]] for line in result.output.splitlines()
             if line.startswith("be")}
     val = next(v for k, v in rows.items() if k.startswith("be2-"))
     [big] = [v for k, v in rows.items() if k.startswith("be4-")]
