@@ -177,6 +177,25 @@ def test_model_knows_where_it_extrapolates(gaussian_model, be2_catalog):
     assert 0.0 <= evaluate_store(model, be2_catalog.store_path("be2-3")).outside_training < 0.05
 
 
+def test_a_supercell_prediction_is_the_tiled_cell_prediction(gaussian_model):
+    """Size consistency: descriptors are local and periodic, so the predicted LDOS of a
+    perfect 2×2×1 hcp supercell is the prediction of its 2-atom cell tiled, and the band
+    energy per atom and the Fermi level are the same."""
+    from ase.build import bulk
+
+    model = malaflow.load_model(gaussian_model)
+    cell = bulk("Be", "hcp", a=2.26, c=3.57)
+    small = model.predict(cell, grid_shape=(18, 18, 27), chunks=9)
+    big = model.predict(cell.repeat((2, 2, 1)), chunks=12)
+    assert big.attrs["grid_shape"] == [36, 36, 27]  # the training spacing
+    tiled = np.tile(small.ldos.values, (2, 2, 1, 1))
+    np.testing.assert_allclose(big.ldos.values, tiled, rtol=1e-6, atol=1e-9 * float(abs(tiled).max()))
+    a, b = malaflow.observables(small), malaflow.observables(big)
+    assert b.n_electrons == pytest.approx(4 * a.n_electrons, rel=1e-12)
+    assert b.fermi_energy == pytest.approx(a.fermi_energy, abs=1e-6)
+    assert b.band_energy / 8 == pytest.approx(a.band_energy / 2, abs=1e-6)
+
+
 def test_calculator_caches_per_configuration(gaussian_model, be2_catalog):
     ds = malaflow.open_snapshot(be2_catalog.store_path("be2-3"))
     atoms = malaflow.Snapshot.from_dataset(ds).atoms
