@@ -39,7 +39,7 @@ from .descriptors import get_descriptor
 from .errors import MalaflowError, ParameterError
 from .models import get_model
 from .readers import read_yaml
-from .training import TrainingConfig, selected_snapshots
+from .training import TrainingConfig, select_ids, selected_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -526,12 +526,11 @@ def report(study: Any, config: StudyConfig) -> StudyResult:
     test_errors = []
     if config.test:
         from .evaluation import evaluate_store
-        from .training import _select
 
         training = TrainingConfig.load(config.training)
         cat = selected_snapshots(training).catalog
         model = load_model(files["best_model"])
-        test_errors = [evaluate_store(model, cat.store_path(i), i) for i in _select(cat, config.test, "test")]
+        test_errors = [evaluate_store(model, cat.store_path(i), i) for i in select_ids(cat, config.test, "test")]
     table = format_table(rows, config.objective, limit=10)
     summary = {"study": _study_name(config), "objective": config.objective, "best_trial": best.number,
                "best_value": best.value, "best_params": best.params, "importances": importances,

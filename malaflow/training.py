@@ -107,7 +107,8 @@ class TrainingConfig:
         return config
 
 
-def _select(cat: Catalog, selection: Mapping[str, Any], what: str) -> list[str]:
+def select_ids(cat: Catalog, selection: Mapping[str, Any], what: str) -> list[str]:
+    """Snapshot ids of a selection in a config: ``{ids: [...]}`` or catalog query keys."""
     selection = dict(selection)
     if "ids" in selection:
         ids = list(selection.pop("ids"))
@@ -190,8 +191,8 @@ class Snapshots:
 
 def selected_snapshots(config: TrainingConfig) -> Snapshots:
     cat = Catalog.load(config.catalog or default_catalog_path())
-    train_ids = _select(cat, config.train, "training")
-    val_ids = _select(cat, config.validation, "validation")
+    train_ids = select_ids(cat, config.train, "training")
+    val_ids = select_ids(cat, config.validation, "validation")
     return Snapshots(cat, train_ids, val_ids, {id: cat.store_path(id) for id in dict.fromkeys(train_ids + val_ids)})
 
 

@@ -16,12 +16,19 @@ pytestmark = pytest.mark.qe
 
 def test_model_trained_on_2_atom_cells_predicts_4_atom_cells(quantum_espresso, tmp_path):
     """Four 2-atom cells (3 train, 1 validate) and one 4-atom cell (1×1×2 supercell, the
-    same k-point density) from pw.x + pp.x. Bounds, loose for a 3-cell training set:
-    |ΔE_band| < 20 meV/atom (the Be2 bound of the training tests), |ΔE_F| < 100 meV
-    (twice pp.x's own LDOS-vs-pw.x Fermi agreement at this broadening, 50 meV) and a
-    density error under 2 %. The 4-atom cell is no harder than the 2-atom validation cell
-    (its band-energy error at most 5 meV/atom worse): the descriptors are local, so the
-    cell size should not matter."""
+    same k-point density) from pw.x + pp.x.
+
+    In a 2-atom hcp cell an atom's neighbours are periodic images of itself and of the
+    one other atom, so thermal displacements keep the layers above and below an atom
+    alike; in the 1×1×2 cell they differ, environments the training never saw: the
+    share of grid points with descriptors outside the training range ("extrapolated")
+    exceeds that of the 2-atom validation cell, which has almost none.
+    The error bounds are loose (the full study, benchmarks/RESULTS.md, finds about
+    60 meV/atom at 4 atoms) but a pipeline that mishandled a larger cell — descriptors
+    registered to the wrong points, the LDOS normalised to the wrong volume, the
+    electrons not scaled with the atoms — errs by a sizeable part of the 12 eV band
+    width and of the density itself: |ΔE_band| < 100 meV/atom, |ΔE_F| < 200 meV,
+    density error < 5 %."""
     assert not generate(be_config(tmp_path, count=4, split={"train": 3, "validation": 1}), progress=False)["failed"]
     assert not generate(be_config(tmp_path, supercell=(1, 1, 2), count=1, split="test", kpoints=(4, 4, 2)),
                         progress=False)["failed"]
@@ -37,9 +44,10 @@ def test_model_trained_on_2_atom_cells_predicts_4_atom_cells(quantum_espresso, t
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: [float(v) for v in line.split()[1:6]] for line in result.output.splitlines()
             if line.startswith("be")}
-    val = next(v for k, v in rows.items() if k.startswith("be2-"))
+    [val] = [v for k, v in rows.items() if k.startswith("be2-")]
     [big] = [v for k, v in rows.items() if k.startswith("be4-")]
-    mse, band, fermi, density = big
-    assert abs(band) < 20.0 and abs(fermi) < 100.0 and density < 0.02
-    assert abs(band) < abs(val[1]) + 5.0
+    assert abs(val[1]) < 20.0 and val[4] < 5.0  # in distribution: the Be2 bound; extrapolated (%)
+    mse, band, fermi, density, extrapolated = big
+    assert abs(band) < 100.0 and abs(fermi) < 200.0 and density < 0.05
+    assert extrapolated > val[4]
     assert "per cell size:" in result.output and (tmp_path / "dos.png").stat().st_size > 10_000
