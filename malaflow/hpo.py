@@ -471,7 +471,7 @@ def trials_rows(study: Any) -> list[dict[str, Any]]:
     for t in study.trials:
         rows.append({
             "trial": t.number, "state": t.state.name.lower(), "value": t.value,
-            "epochs": t.user_attrs.get("epochs"), "seconds": t.user_attrs.get("seconds"),
+            "epochs_run": t.user_attrs.get("epochs"), "seconds": t.user_attrs.get("seconds"),
             "retry_of": t.user_attrs.get("retry_of"), **t.params,
             "error": t.user_attrs.get("error"),
         })
@@ -482,9 +482,9 @@ def format_table(rows: list[dict[str, Any]], objective: str, limit: int | None =
     """The finished trials, best first."""
     done = sorted((r for r in rows if r["value"] is not None), key=lambda r: r["value"])[:limit]
     params = list(dict.fromkeys(k for r in rows for k in r if k not in
-                                ("trial", "state", "value", "epochs", "seconds", "retry_of", "error")))
-    head = ["trial", "state", OBJECTIVES[objective], "epochs"] + params
-    cells = [[str(r["trial"]), r["state"], f"{r['value']:.5g}", str(r["epochs"])]
+                                ("trial", "state", "value", "epochs_run", "seconds", "retry_of", "error")))
+    head = ["trial", "state", OBJECTIVES[objective], "epochs run"] + params
+    cells = [[str(r["trial"]), r["state"], f"{r['value']:.5g}", str(r["epochs_run"])]
              + [_short(r.get(p)) for p in params] for r in done]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]

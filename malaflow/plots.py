@@ -87,6 +87,8 @@ def plot_density_slice(
 def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
     """PNG of a hyperparameter study: the objective of each trial with the best so far
     (left), and each trial's objective against its epochs, pruned ones dashed (right)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     best, front = float("inf"), []
@@ -99,8 +101,8 @@ def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
             best = min(best, t.value)
             front.append((t.number, best))
         steps = sorted(t.intermediate_values)
-        right.plot(steps, [t.intermediate_values[s] for s in steps], "-" if complete else "--",
-                   color="C0" if complete else "0.6", lw=1)
+        right.plot(steps, [t.intermediate_values[s] for s in steps], "-" if complete else "x--",
+                   color="C0" if complete else "0.6", lw=1, ms=4)
     if front:
         numbers, values = zip(*front)
         left.step(numbers, values, where="post", color="C3", label="best so far")
@@ -108,6 +110,7 @@ def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
     for ax in (left, right):
         ax.set_yscale("log")
         ax.set_ylabel(label)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("trial (o finished, x pruned)")
     right.set_xlabel("epoch (solid finished, dashed pruned)")
     left.set_title("optimization history")
@@ -116,11 +119,11 @@ def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
 
 
 def plot_param_importances(importances: dict[str, float], path: str | Path) -> Path:
-    """PNG bar chart: how much of the objective's variation each parameter explains."""
+    """PNG bar chart: how much each parameter matters to the objective."""
     plt = _pyplot()
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(names)))
     ax.barh(names, [importances[n] for n in names], color="C0")
-    ax.set_xlabel("importance (fraction of the objective's variance)")
+    ax.set_xlabel("importance (Optuna's evaluator, sums to 1)")
     ax.set_title("parameter importances")
     return _save(fig, path)
