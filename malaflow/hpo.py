@@ -74,8 +74,8 @@ class Dimension:
         if root not in fields or root in ("output", "catalog"):
             raise ParameterError(f"{where}: {root!r} is not a training config key you can search; "
                                  f"known: {sorted(fields - {'output', 'catalog'})}")
-        if root in ("model", "descriptor") and (not rest or rest[0] not in ("plugin", "params")
-                                               or (rest[0] == "params") != (len(rest) == 2)):
+        plugin_key = rest == ["plugin"] or (len(rest) == 2 and rest[0] == "params")
+        if root in ("model", "descriptor") and not plugin_key:
             raise ParameterError(f"{where}: write {root}.plugin or {root}.params.<name>")
         if not isinstance(spec, Mapping):
             raise ParameterError(f"{where}: expected a mapping like {{low: 1e-4, high: 1e-2, log: true}}, "
@@ -344,7 +344,7 @@ def run_trial(config: StudyConfig, trial_id: int, training: TrainingConfig, earl
     import optuna
 
     from .artifact import load_model
-    from .training import _train
+    from .training import train_here
 
     study = optuna.load_study(study_name=_study_name(config), storage=_storage(config.storage_url),
                               pruner=_pruner(config))
@@ -358,7 +358,7 @@ def run_trial(config: StudyConfig, trial_id: int, training: TrainingConfig, earl
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads"):
         while True:
-            model = load_model(_train(training, resume=True, max_epochs=config.report_every, progress=False))
+            model = load_model(train_here(training, resume=True, max_epochs=config.report_every, progress=False))
             epochs, stopped = model.metadata["epochs_done"], model.metadata["early_stopped"]
             value = score(model, stores, config.objective)
             if not math.isfinite(value):

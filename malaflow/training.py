@@ -173,8 +173,8 @@ def train(
     config = TrainingConfig.load(config)
     client = client or session_client()
     if client is None:
-        return _train(config, resume, max_epochs, progress)
-    future = client.submit(_train, config, resume, max_epochs, False, pure=False,
+        return train_here(config, resume, max_epochs, progress)
+    future = client.submit(train_here, config, resume, max_epochs, False, pure=False,
                            resources=task_resources(client, {"GPU": 1}))
     return future.result()
 
@@ -196,7 +196,9 @@ def selected_snapshots(config: TrainingConfig) -> Snapshots:
     return Snapshots(cat, train_ids, val_ids, {id: cat.store_path(id) for id in dict.fromkeys(train_ids + val_ids)})
 
 
-def _train(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool) -> Path:
+def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool) -> Path:
+    """The training run itself, in this process: what :func:`train` runs (here or as a
+    task) and what a hyperparameter trial, already a task, runs segment by segment."""
     selected = selected_snapshots(config)
     cat, train_ids, val_ids, stores = selected.catalog, selected.train, selected.validation, selected.stores
     descriptor = get_descriptor(config.descriptor["plugin"], config.descriptor.get("params") or {})
