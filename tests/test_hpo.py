@@ -142,9 +142,11 @@ def test_killed_study_resumes_the_interrupted_trial(be2_catalog, tmp_path):
 
 def test_trials_run_as_dask_tasks_on_gpu_workers(be2_catalog, tmp_path):
     """Two workers declaring a GPU each, two trials at once: each trial is one task with
-    the GPU resource (torch falls back to the CPU here)."""
+    the GPU resource (torch falls back to the CPU here). A searched descriptor parameter
+    is computed into the stores beside the default one (under a hashed name), once."""
     distributed = pytest.importorskip("distributed")
-    config = study_config(be2_catalog, tmp_path, trials=2, parallel=2)
+    config = study_config(be2_catalog, tmp_path, trials=2, parallel=2, pruner="successive_halving",
+                          search={"descriptor.params.sigma": {"choices": [0.4]}, "epochs": {"choices": [6]}})
     with malaflow.cluster({"kind": "local", "workers": 2, "threads_per_worker": 1, "gpus_per_worker": 1,
                            "dashboard_address": None}) as client:
         with distributed.get_task_stream(client) as stream:
@@ -153,6 +155,10 @@ def test_trials_run_as_dask_tasks_on_gpu_workers(be2_catalog, tmp_path):
     assert len(trials) == 2 and len({t["worker"] for t in trials}) == 2
     assert [t.state.name for t in result.study.trials] == ["COMPLETE", "COMPLETE"]
     assert malaflow.load_model(result.best_model).metadata["epochs_done"] == 6
+    for i in range(3):  # training and validation snapshots
+        names = malaflow.list_descriptors(be2_catalog.store_path(f"be2-{i}"))
+        assert "gaussian" in names and any(n.startswith("gaussian-") for n in names)
+    assert malaflow.load_model(result.best_model).descriptor["params"]["sigma"] == 0.4
 
 
 @pytest.mark.slow
