@@ -92,6 +92,7 @@ class Dimension:
                 raise ParameterError(f"{where}: choices must be a non-empty list of numbers, strings or booleans "
                                      "(for layer lists use n_layers and width)")
         elif "low" in spec:
+            spec = {**spec, **{k: _number(spec[k], f"{where}: {k}") for k in ("low", "high", "step") if k in spec}}
             if "high" not in spec or not spec["low"] < spec["high"]:
                 raise ParameterError(f"{where}: need low < high, got {dict(spec)}")
         else:
@@ -126,6 +127,16 @@ class Dimension:
             return {self.name: spec["low"]}
         n = spec["n_layers"][0]
         return {f"{self.name}.n": n, **{f"{self.name}.{i}": spec["width"][0] for i in range(n)}}
+
+
+def _number(value: Any, where: str) -> int | float:
+    """A bound as a number; YAML reads 1e-5 (no dot) as a string, so strings are parsed."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{where}: expected a number, got {value!r}") from None
 
 
 @dataclass

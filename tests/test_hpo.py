@@ -38,6 +38,10 @@ def test_search_space_and_config_errors(be2_catalog, tmp_path):
         load(search={"model.layers": {"choices": [1]}})
     with pytest.raises(ParameterError, match="need low < high"):
         load(search={"learning_rate": {"low": 1e-2, "high": 1e-3}})
+    with pytest.raises(ParameterError, match="low: expected a number, got 'small'"):
+        load(search={"learning_rate": {"low": "small", "high": 1e-3}})
+    # YAML reads 1e-4 (no dot) as a string: taken as the number it means
+    assert load(search={"learning_rate": {"low": "1e-4", "high": "1e-2"}}).dimensions[0].spec["low"] == 1e-4
     with pytest.raises(ParameterError, match="for layer lists use n_layers"):
         load(search={"model.params.layers": {"choices": [[10], [20]]}})
     with pytest.raises(ParameterError, match="exactly one of"):
