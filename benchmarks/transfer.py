@@ -6,7 +6,8 @@ missing — about 25 minutes on 2 cores), the model that of examples/train-be2-2
 density, each side at its own self-consistent Fermi level) and the wall time of DFT
 (pw.x + pp.x, from their outputs) beside that of the prediction from the atoms
 (descriptors, network, observables; all cores — the DFT runs shared them two at a
-time, so each had one). Writes the predicted vs. DFT DOS of the largest
+time, so each had one). The errors are those `malaflow test` prints (from the stored
+descriptors). Writes the predicted vs. DFT DOS of the largest
 cell to benchmarks/size-transfer-dos.png.
 """
 
@@ -38,7 +39,7 @@ def qe_wall_seconds(folder: Path) -> float:
 
 def main() -> str:
     import malaflow
-    from malaflow.evaluation import compare, errors_by_size
+    from malaflow.evaluation import errors_by_size, evaluate_stores
     from malaflow.generate import generate
     from malaflow.observables import observables
     from malaflow.plots import plot_dos_comparison
@@ -48,36 +49,29 @@ def main() -> str:
     model = malaflow.load_model(malaflow.train(EXAMPLES / "train-be2-298K.yaml"))
     cat = malaflow.Catalog.load(REPO / "generated" / "catalog.yaml")
     records = [r for r in cat.records if r.split in ("validation", "test")]
-    errors, rows, largest = [], [], None
+    results = evaluate_stores(model, {r.id: cat.store_path(r.id) for r in records})
+    rows = []
     seconds_dft: dict[int, list[float]] = {}
     seconds_ml: dict[int, list[float]] = {}
-    for r in records:
-        reference = cat.open(r.id)
+    for r, (e, _, reference) in zip(records, results):
         t0 = time.perf_counter()
-        predicted = model.predict(reference, chunks=32)
-        observables(predicted)
+        observables(model.predict(reference, chunks=32))  # from the atoms: descriptors, network, observables
         seconds = time.perf_counter() - t0
-        store = cat.store_path(r.id)
-        stored = malaflow.compute_descriptors(store, model.descriptor_plugin(), progress=False)
-        predicted.attrs["outside_training"] = model.outside_training(stored)
-        e = compare(predicted, reference, r.id)
         dft = qe_wall_seconds(cat.resolve(r.source).parent)
-        errors.append(e)
         rows.append([r.id, r.split, str(e.n_atoms), "×".join(map(str, reference.attrs["grid_shape"])),
                      f"{e.band_energy_mev_per_atom:.2f}", f"{e.fermi_mev:.1f}", f"{e.density_relative:.4f}",
                      f"{100 * e.outside_training:.1f} %", f"{dft:.0f}", f"{seconds:.1f}"])
         seconds_dft.setdefault(e.n_atoms, []).append(dft)
         seconds_ml.setdefault(e.n_atoms, []).append(seconds)
-        if largest is None or e.n_atoms > largest[2]:
-            largest = (predicted, reference, e.n_atoms, r.id)
-    predicted, reference, n_atoms, id = largest
+    largest, predicted, reference = max(results, key=lambda r: r[0].n_atoms)
+    id, n_atoms = largest.snapshot, largest.n_atoms
     plot_dos_comparison(predicted, reference, PLOT, title=f"{id} ({n_atoms} atoms), trained on 2-atom cells")
     trained = model.metadata
     head = (f"model: {len(trained['training_snapshots'])} training cells of 2 atoms, "
             f"{trained['epochs_done']} epochs; DOS plot of {id}: {PLOT.relative_to(REPO)}\n\n")
     per_snapshot = table(rows, ["snapshot", "split", "atoms", "grid", "ΔE_band meV/atom", "ΔE_F meV",
                                 "density rel.", "extrapolated", "DFT s", "predict s"])
-    sizes = errors_by_size(errors)
+    sizes = errors_by_size([e for e, _, _ in results])
     speed = "\n".join(f"{n} atoms: DFT {np.mean(seconds_dft[n]):.0f} s, prediction {np.mean(seconds_ml[n]):.1f} s"
                       for n in sorted(seconds_dft))
     return f"{head}{per_snapshot}\n\nper cell size:\n\n```\n{sizes}\n```\n\n{speed}"

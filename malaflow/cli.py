@@ -371,7 +371,7 @@ def test_cmd(
     """Errors of a model on test snapshots: LDOS MSE, band energy, Fermi level, density
     (and per cell size, when the cells differ)."""
     from .artifact import load_model
-    from .evaluation import compare, errors_by_size, errors_table, predict_store
+    from .evaluation import errors_by_size, errors_table, evaluate_stores
 
     cat = _catalog(catalog)
     chosen = ids or [r.id for split in splits for r in cat.query(split=split, dataset=dataset)]
@@ -379,21 +379,17 @@ def test_cmd(
         raise MalaflowError(f"no snapshots with split {' or '.join(splits)}"
                             + (f" in dataset {dataset!r}" if dataset else "") + f" in {cat.path}")
     trained = load_model(model)
-    errors, largest = [], None
     with _cluster(cluster):
-        for id in chosen:
-            predicted, reference = predict_store(trained, cat.store_path(id))
-            errors.append(compare(predicted, reference, id))
-            if largest is None or reference.sizes["atom"] > largest[1].sizes["atom"]:
-                largest = (predicted, reference, id)
+        results = evaluate_stores(trained, {id: cat.store_path(id) for id in chosen})
+        errors = [e for e, _, _ in results]
         typer.echo(errors_table(errors))
         if len({e.n_atoms for e in errors}) > 1:
             typer.echo(f"\nper cell size:\n{errors_by_size(errors)}")
         if plot:
             from .plots import plot_dos_comparison
 
-            predicted, reference, id = largest
-            title = f"{id} ({reference.sizes['atom']} atoms): predicted vs. DFT DOS"
+            largest, predicted, reference = max(results, key=lambda r: r[0].n_atoms)
+            title = f"{largest.snapshot} ({largest.n_atoms} atoms): predicted vs. DFT DOS"
             typer.echo(f"wrote {plot_dos_comparison(predicted, reference, plot, title=title)}")
 
 

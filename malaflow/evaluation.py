@@ -3,6 +3,7 @@ reference of a snapshot, each side at its own self-consistent Fermi level."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,6 +69,16 @@ def predict_store(model, store: str | Path) -> tuple[xr.Dataset, xr.Dataset]:
 def evaluate_store(model, store: str | Path, name: str = "") -> Errors:
     """Predict a stored snapshot and compare with its LDOS."""
     return compare(*predict_store(model, store), name or Path(store).stem)
+
+
+def evaluate_stores(model, stores: Mapping[str, str | Path]) -> list[tuple[Errors, xr.Dataset, xr.Dataset]]:
+    """Errors of a model on stored snapshots ({name: store}), each with its (lazy)
+    prediction and the snapshot, for plots."""
+    results = []
+    for name, store in stores.items():
+        predicted, reference = predict_store(model, store)
+        results.append((compare(predicted, reference, name), predicted, reference))
+    return results
 
 
 def errors_table(rows: list[Errors]) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 import dask
 from tqdm.auto import tqdm
 
+from .catalog import Catalog, default_catalog_path
 from .compute import compute_descriptors, session_client, task_resources
 from .descriptors import get_descriptor
 from .errors import MalaflowError, ParameterError
@@ -539,7 +540,7 @@ def report(study: Any, config: StudyConfig) -> StudyResult:
         from .evaluation import evaluate_store
 
         training = TrainingConfig.load(config.training)
-        cat = selected_snapshots(training).catalog
+        cat = Catalog.load(training.catalog or default_catalog_path())
         model = load_model(files["best_model"])
         test_errors = [evaluate_store(model, cat.store_path(i), i) for i in select_ids(cat, config.test, "test")]
     table = format_table(rows, config.objective, limit=10)
