@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError
+from .params import check_keys
 from .readers import read_yaml
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,7 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     kind = config.setdefault("kind", "local")
     if kind not in KINDS:
         raise ParameterError(f"cluster kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    unknown = sorted(set(config) - COMMON - KEYS[kind])
-    if unknown:
-        raise ParameterError(f"{kind} cluster: unknown key(s) {unknown}; known: {sorted(COMMON | KEYS[kind])}")
+    check_keys(config, COMMON | KEYS[kind], f"{kind} cluster")
     if kind == "address" and "address" not in config:
         raise ParameterError("an 'address' cluster needs address: tcp://host:port")
     return config

@@ -38,8 +38,10 @@ from .catalog import Catalog, default_catalog_path
 from .compute import compute_descriptors, session_client, task_resources
 from .descriptors import get_descriptor
 from .errors import MalaflowError, ParameterError
+from .params import check_keys
 from .models import get_model
 from .readers import read_yaml
+from .snapshot import atomic_directory
 from .training import TrainingConfig, select_ids, selected_snapshots
 
 log = logging.getLogger(__name__)
@@ -183,10 +185,7 @@ class StudyConfig:
         base = Path.cwd()
         if isinstance(source, (str, Path)):
             source, base = read_yaml(Path(source), "study config"), Path(source).parent
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(source) - known)
-        if unknown:
-            raise ParameterError(f"study config: unknown key(s) {unknown}; known: {sorted(known)}")
+        check_keys(source, (f.name for f in dataclasses.fields(cls) if f.init), "study config")
         if "training" not in source or "search" not in source:
             raise ParameterError("study config: needs 'training' (a training config or its YAML file) and 'search'")
         source = dict(source)
@@ -573,14 +572,8 @@ def _importances(study: Any) -> dict[str, float]:
 def _copy_model(source: Path, dest: Path) -> Path:
     """Copy a trial's model folder (without its training checkpoint) to ``dest``,
     replacing the previous one only once the copy is complete."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoint.pt"))
-    old = dest.with_name(f".{dest.name}.old")
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(dest, overwrite=True) as tmp:
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoint.pt"))
     return dest
 
 

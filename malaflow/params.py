@@ -6,12 +6,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .errors import ParameterError
+
+
+def check_keys(given: Mapping[str, Any], known: Iterable[str], what: str) -> None:
+    """Refuse keys a config does not have (a typo would otherwise be ignored silently)."""
+    known = set(known)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ParameterError(f"{what}: unknown key(s) {unknown}; known: {sorted(known)}")
 
 
 def param(default: Any, help: str, hashed: bool = True) -> Any:

@@ -32,6 +32,7 @@ from .compute import session_client, task_resources, compute_descriptors
 from .data import SCALINGS, BatchLoader, Scaler, feature_range, open_pairs
 from .descriptors import get_descriptor
 from .errors import MalaflowError, ParameterError
+from .params import check_keys
 from .models import get_model
 from .readers import read_yaml
 from .snapshot import open_snapshot
@@ -95,10 +96,7 @@ class TrainingConfig:
         if isinstance(source, (str, Path)):
             path = Path(source)
             source, base = read_yaml(path, "training config"), path.parent
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(source) - known)
-        if unknown:
-            raise ParameterError(f"training config: unknown key(s) {unknown}; known: {sorted(known)}")
+        check_keys(source, (f.name for f in dataclasses.fields(cls)), "training config")
         config = cls(**source)
         if base is not None:
             config.output = str((base / config.output).resolve())
