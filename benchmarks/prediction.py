@@ -43,10 +43,15 @@ def malaflow(model: str, reps: list[int]) -> dict:
 
 
 def mala(model: str, reps: list[int]) -> float:
-    from .descriptors import mala as mala_descriptors
+    """MALA's first step on the same supercell and grid: its bispectrum calculation
+    (where, as installed from PyPI, it stops)."""
+    import malaflow as mf
 
-    del model, reps  # the same cell: MALA never gets past its descriptor step
-    return mala_descriptors("be2")
+    from .descriptors import mala_bispectrum
+
+    snap = mf.Snapshot.from_dataset(mf.open_snapshot(Path(model).parent / "stores" / "be2-3.zarr"))
+    grid = tuple(n * r for n, r in zip(snap.grid_shape, reps))
+    return mala_bispectrum(snap.atoms.repeat(tuple(reps)), grid)
 
 
 def main() -> str:

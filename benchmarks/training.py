@@ -77,7 +77,8 @@ def malaflow(data: str, settings: str) -> dict:
     try:
         cat = Catalog(work / "catalog.yaml")
         for i, split in enumerate(["train", "train", "validation", "test"]):
-            cat.add(Path(data) / f"Be_snapshot{i}.out.npy", reader="mala", id=f"be2-{i}", split=split)
+            cat.add(Path(data) / f"Be_snapshot{i}.out.npy", reader="mala", id=f"be2-{i}", split=split,
+                    descriptor_params="mala")
         config = mf.TrainingConfig(
             output=str(work / "model"), catalog=str(cat.path), descriptor={"plugin": "bispectrum", "params": {}},
             model={"plugin": "feedforward", "params": {"layers": s["layers"]}}, epochs=s["epochs"],

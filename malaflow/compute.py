@@ -166,10 +166,14 @@ def run_tasks(
     unit: str = "task",
     progress: bool = True,
     resources: Mapping[str, float] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+    workers: int | None = None,
 ) -> list[Any]:
-    """Run independent ``(function, args)`` tasks on a Dask client or local threads.
+    """Run independent ``(function, args)`` tasks on a Dask client or local threads
+    (``workers`` of them, default one per core).
 
-    Results come back in task order; a progress bar counts finished tasks. The first
+    Results come back in task order; ``on_result(index, result)`` is called as each task
+    finishes (in the caller's thread); a progress bar counts finished tasks. The first
     failure cancels what has not started and is raised.
     """
     client = client or session_client()
@@ -183,17 +187,23 @@ def run_tasks(
         index = {f.key: i for i, f in enumerate(futures)}
         try:
             for future in as_completed(futures):
-                results[index[future.key]] = future.result()
+                i = index[future.key]
+                results[i] = future.result()
+                if on_result is not None:
+                    on_result(i, results[i])
                 bar.update()
         finally:
             client.cancel([f for f in futures if not f.done()])
             bar.close()
         return results
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         futures = {pool.submit(fn, *args): i for i, (fn, args) in enumerate(tasks)}
         try:
             for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
+                i = futures[future]
+                results[i] = future.result()
+                if on_result is not None:
+                    on_result(i, results[i])
                 bar.update()
         finally:
             for future in futures:
@@ -245,6 +255,8 @@ def _stored_match(path: Path, descriptor: Descriptor) -> str | None:
     if name not in list_descriptors(path):
         return None
     attrs = open_descriptors(path, name).attrs
+    if attrs.get("params_unknown"):  # e.g. a MALA .in.npy nobody said the parameters of
+        return "different"
     try:
         stored = type(descriptor)(attrs.get("params") or {})
     except MalaflowError:

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .catalog import Catalog
 from .errors import MalaflowError, ParameterError
 from .readers import read_yaml, sha256
+from .sampling import configurations
 from .units import KB_EV, RYDBERG_EV
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,7 @@ class GenerationConfig:
     ldos: LDOSSettings = field(default_factory=LDOSSettings)
     dataset: str = "generated"
     split: str | dict[str, int] | None = None  # one split, or {split: count} in configuration order
+    parallel: int | None = None  # DFT runs at once without a Dask client (default: one per core)
 
     @classmethod
     def load(cls, source: Any) -> GenerationConfig:
@@ -88,43 +88,6 @@ class GenerationConfig:
             setattr(config, key, str((base / getattr(config, key)).resolve()))
         config.qe.pseudo_dir = str((base / config.qe.pseudo_dir).resolve())
         return config
-
-
-# --------------------------------------------------------------------------- configurations
-
-
-def configurations(spec: dict[str, Any], base: Path = Path(".")) -> list:
-    """ase.Atoms from a structure file/trajectory (``file``, ``index``) or sampled from a
-    crystal (``bulk``: ase.build.bulk arguments, ``supercell``, ``count``, ``seed`` and
-    ``displacement``: ``sigma`` in Å, or ``temperature`` K with ``einstein_thz``, the
-    Einstein-model width σ² = k_B T / (M ω²) per Cartesian direction)."""
-    from ase import units
-    from ase.build import bulk
-
-    if "file" in spec:
-        import ase.io
-
-        frames = ase.io.read(base / spec["file"], index=spec.get("index", ":"))
-        return frames if isinstance(frames, list) else [frames]
-    if "bulk" not in spec:
-        raise ParameterError("structures: give either file: or bulk:")
-    crystal = bulk(**spec["bulk"]).repeat(tuple(spec.get("supercell", [1, 1, 1])))
-    rng = np.random.default_rng(spec.get("seed", 0))
-    shift = spec.get("displacement", {})
-    out = []
-    for _ in range(int(spec.get("count", 1))):
-        atoms = crystal.copy()
-        if "sigma" in shift:
-            sigma = np.full(len(atoms), float(shift["sigma"]))
-        elif "temperature" in shift:
-            omega = 2 * math.pi * float(shift.get("einstein_thz", 10.0)) * 1e12  # 1/s
-            mass = atoms.get_masses() * units._amu  # kg
-            sigma = np.sqrt(units._k * float(shift["temperature"]) / (mass * omega**2)) * 1e10  # Å
-        else:
-            sigma = np.zeros(len(atoms))
-        atoms.positions += rng.normal(size=(len(atoms), 3)) * sigma[:, None]
-        out.append(atoms)
-    return out
 
 
 # --------------------------------------------------------------------------- QE inputs
@@ -244,22 +207,28 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
             continue
         jobs.append((id, pw, split))
     tasks = [(_attempt, (str(out / "scratch" / id), pw, pp, config.qe)) for id, pw, _ in jobs]
-    outcomes = run_tasks(tasks, client, desc="DFT (pw.x + pp.x)", unit="snapshot", progress=progress)
-    for (id, _, split), (workdir, error) in zip(jobs, outcomes):
+
+    def ingest(index: int, outcome: tuple[str, str | None]) -> None:
+        """Record one finished configuration at once, so a run stopped midway keeps it."""
+        (id, _, split), (workdir, error) = jobs[index], outcome
         if error:
             failed[id] = {"reason": error, "scratch": workdir}
             result["failed"].append(id)
-            continue
-        failed.pop(id, None)
-        raw = out / "raw" / id
-        raw.mkdir(parents=True, exist_ok=True)
-        for f in Path(workdir).glob("*"):
-            if f.suffix in (".in", ".out", ".cube"):
-                shutil.move(str(f), raw / f.name)
-        shutil.rmtree(workdir)
-        cat.add(raw / "scf.out", reader="qe", id=id, dataset=config.dataset, split=split,
-                ldos=str(raw), density=str(raw / "density.cube"))
-        result["done"].append(id)
+        else:
+            failed.pop(id, None)
+            raw = out / "raw" / id
+            raw.mkdir(parents=True, exist_ok=True)
+            for f in Path(workdir).glob("*"):
+                if f.suffix in (".in", ".out", ".cube"):
+                    shutil.move(str(f), raw / f.name)
+            shutil.rmtree(workdir)
+            cat.add(raw / "scf.out", reader="qe", id=id, dataset=config.dataset, split=split,
+                    ldos=str(raw), density=str(raw / "density.cube"))
+            result["done"].append(id)
+        cat.save()
+
+    run_tasks(tasks, client, desc="DFT (pw.x + pp.x)", unit="snapshot", progress=progress, on_result=ingest,
+              workers=config.parallel)
     cat.save()
     return result
 

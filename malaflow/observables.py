@@ -11,6 +11,7 @@ import xarray as xr
 
 from .errors import MalaflowError
 from .plugins import get_plugin
+from .readers import sha256
 
 
 def observables(ds: xr.Dataset, target: str = "ldos", scheme: str = "analytic", **options: Any):
@@ -27,7 +28,7 @@ def pseudopotential_dirs(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -
     """Where a snapshot's UPF files are looked for, in order: ``pseudo_dir``,
     $MALAFLOW_PSEUDO_DIR, $ESPRESSO_PSEUDO, the folders of its raw files (and their
     parents), the folder(s) the DFT code read them from, the model folder of a
-    prediction, the shipped demo data."""
+    prediction (then, under a checksum condition, the UPF files shipped with malaflow)."""
     dirs = [pseudo_dir, os.environ.get("MALAFLOW_PSEUDO_DIR"), os.environ.get("ESPRESSO_PSEUDO")]
     provenance = ds.attrs.get("provenance") or {}
     for file in (provenance.get("files") or {}):
@@ -35,27 +36,48 @@ def pseudopotential_dirs(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -
     read_from = ds.attrs.get("pseudo_dir") or []
     dirs += [read_from] if isinstance(read_from, str) else list(read_from)
     dirs.append(provenance.get("model"))
-    dirs.append(Path(__file__).parent / "demo_data" / "Be2")
     return list(dict.fromkeys(Path(d) for d in dirs if d))
 
 
+#: UPF files shipped with malaflow: used only when the snapshot records the checksum of
+#: the file its DFT run read and the shipped file has it (a same-named file may differ).
+SHIPPED_PSEUDO_DIRS = [Path(__file__).parent / "demo_data" / "Be2", Path(__file__).parent / "demo_data" / "Al"]
+
+
 def find_pseudopotentials(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -> dict[str, Any]:
-    """{element: Pseudopotential} for the UPF files a snapshot names."""
+    """{element: Pseudopotential} for the UPF files a snapshot names. Where the snapshot
+    records their SHA-256 (the QE reader does), a file of the same name with other
+    content is passed over."""
     from malaflow_plugins.targets.total_energy import read_upf
 
     names = ds.attrs.get("pseudopotentials") or {}
     if not names:
         raise MalaflowError("the snapshot does not name its pseudopotentials (attribute 'pseudopotentials')")
-    dirs = pseudopotential_dirs(ds, pseudo_dir)
+    checksums = ds.attrs.get("pseudopotential_sha256") or {}
+    trusted = pseudopotential_dirs(ds, pseudo_dir)
+    dirs = trusted + [d for d in SHIPPED_PSEUDO_DIRS if d not in trusted]
     found = {}
     for element, name in names.items():
-        path = next((d / name for d in dirs if (d / name).is_file()), None)
-        if path is None:
+        rejected = []
+        for d in dirs:
+            path = d / name
+            if not path.is_file():
+                continue
+            expected = checksums.get(element)
+            if expected is None and d not in trusted:
+                rejected.append(f"{path} (shipped with malaflow; the snapshot records no checksum to prove it "
+                                "is the file its DFT run used)")
+            elif expected is not None and sha256(path) != expected:
+                rejected.append(f"{path} (other content than the file the DFT run read)")
+            else:
+                found[element] = read_upf(path)
+                break
+        else:
+            detail = f"; passed over: {'; '.join(rejected)}" if rejected else ""
             raise MalaflowError(
-                f"pseudopotential {name} for {element} not found in {', '.join(map(str, dirs))}; "
+                f"pseudopotential {name} for {element} not found in {', '.join(map(str, dirs))}{detail}; "
                 "pass pseudo_dir= or set MALAFLOW_PSEUDO_DIR"
             )
-        found[element] = read_upf(path)
     return found
 
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: the reference data in ../shared/data and the shipped demo data."""
+"""Shared fixtures: the reference data shipped in tests/data (a subset of MALA's test
+data, see tests/data/mala-test-data/README.md), the large optional data in ../shared/data,
+and the shipped demo data."""
 
 from __future__ import annotations
 
@@ -6,22 +8,52 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import malaflow
 from malaflow.catalog import Catalog
 
 REPO = Path(__file__).resolve().parent.parent
+MALA_DATA = REPO / "tests" / "data" / "mala-test-data"
 SHARED_DATA = REPO.parent / "shared" / "data" / "mala-test-data"
 DEMO_DATA = REPO / "malaflow" / "demo_data" / "Be2"
+AL_PSEUDO = REPO / "malaflow" / "demo_data" / "Al"
 
 
 @pytest.fixture(scope="session")
 def mala_data() -> Path:
-    """MALA's test data (BSD-3) beside the repository, as CI lays it out."""
+    """The part of MALA's test data (BSD-3) the tests need, shipped in the repository.
+    Missing files are a failure, never a skip: without them the physics goes unchecked."""
+    needed = ["Be2/Be_snapshot0.out", "Be2/Be_snapshot0.in.npy", "Be2/cubes/tmp.pp11Be_ldos.cube",
+              "Be2/Be_snapshot3.out.npy", "Al36/Al.pw.scf.out", "Al36/Al_dos.npy"]
+    missing = [f for f in needed if not (MALA_DATA / f).is_file()]
+    if missing:
+        pytest.fail(f"reference files missing from the repository: {missing} in {MALA_DATA}")
+    return MALA_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_mala_data() -> Path:
+    """The whole of MALA's test data beside the repository (../shared, as CI lays it out):
+    large optional files (Al36 subsampled LDOS) that the repository does not ship."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"reference data not found at {SHARED_DATA} (CI puts ../shared beside the clone)")
+        pytest.skip(f"optional large reference data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def mala_bispectrum(mala_data: Path, snapshot: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """MALA's bispectrum features of a Be2 snapshot: the whole grid for snapshot 0
+    (``(None, (18, 18, 27, 91))``), 600 sampled points for 1–3 (``(flat indices, (600, 91))``)."""
+    if snapshot == 0:
+        return None, np.load(mala_data / "Be2" / "Be_snapshot0.in.npy")[..., 3:]
+    samples = np.load(mala_data / "Be2" / "Be_snapshot123.in.samples.npz")
+    return samples[f"index_{snapshot}"], samples[f"features_{snapshot}"]
+
+
+def at_points(grid_values: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """``grid_values`` (x, y, z, feature) at the flat grid ``index`` (all when None)."""
+    return grid_values if index is None else grid_values.reshape(-1, grid_values.shape[-1])[index]
 
 
 @pytest.fixture()
@@ -77,9 +109,7 @@ def quantum_espresso():
 
 def be_config(tmp_path, supercell=(1, 1, 1), count=3, split="train", kpoints=(4, 4, 4), **qe_overrides):
     """A generation config for hcp Be cells at 298 K with cheap QE settings."""
-    pseudo = SHARED_DATA / "Be2"
-    if not (pseudo / "Be.pbe-n-rrkjus_psl.1.0.0.UPF").is_file():
-        pytest.skip(f"reference data not found at {pseudo}")
+    pseudo = DEMO_DATA
     return {
         "output": str(tmp_path / "generated"), "catalog": str(tmp_path / "catalog.yaml"),
         "dataset": f"be{2 * supercell[0] * supercell[1] * supercell[2]}", "split": split, "temperature": 298.0,

@@ -83,9 +83,11 @@ def test_resumed_training_ends_with_the_same_weights(be2_catalog, tmp_path):
 
 
 def test_be2_band_energy_error_and_cli(be2_catalog, tmp_path):
-    """MALA's Be2 benchmark (train 0, 1 / validate 2 / test 3): the band energy from the
-    predicted LDOS is within 20 meV/atom of the one from the DFT LDOS (the target is
-    5; MALA 1.4 reaches 9.85 with its example settings)."""
+    """MALA's Be2 benchmark (train 0, 1 / validate 2 / test 3) with the settings of
+    examples/train-be2.yaml (seeded): measured here +1.40 meV/atom band energy, −0.09 meV
+    Fermi level, 0.0016 relative density error (MALA 1.4 reaches 9.85 meV/atom with its
+    example settings). Bounds: 10× the band and density errors; the Fermi level at the
+    5 meV the training issue set (single-snapshot errors move with the seed)."""
     cfg = tmp_path / "train.yaml"
     cfg.write_text(yaml.safe_dump(config(be2_catalog, tmp_path / "model")))
     result = runner.invoke(app, ["train", str(cfg)])
@@ -95,7 +97,8 @@ def test_be2_band_energy_error_and_cli(be2_catalog, tmp_path):
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("be2-3"))
     mse, band, fermi, density = (float(v) for v in row.split()[1:5])
-    assert abs(band) < 20.0 and abs(fermi) < 40.0 and density < 0.01
+    print(f"\n  be2-3: band {band:+.3f} meV/atom, Fermi {fermi:+.3f} meV, density {density:.5f}")
+    assert abs(band) < 14.0 and abs(fermi) < 5.0 and density < 0.016
 
     from ase.io import write
 
@@ -157,9 +160,13 @@ def test_prediction_is_chunkwise_and_equals_the_stored_path(gaussian_model, be2_
     # computed (float64) vs stored (float32) descriptors: inputs agree to ~1e-7 relative
     np.testing.assert_allclose(lazy.ldos.values, stored.ldos.values, rtol=1e-4, atol=1e-6 * float(abs(stored.ldos).max()))
     errors = evaluate_store(model, store)
-    obs = malaflow.observables(lazy)
-    assert obs.n_electrons == pytest.approx(4.0, abs=1e-9)
-    assert abs(errors.band_energy_mev_per_atom) < 1000  # a 5-epoch model, but physical
+    # the evaluation's errors are the observables of the two LDOS, taken apart here
+    ours, dft = malaflow.observables(lazy), malaflow.observables(ds)
+    assert errors.band_energy_mev_per_atom == pytest.approx(1000 * (ours.band_energy - dft.band_energy) / 2, abs=1e-3)
+    assert errors.fermi_mev == pytest.approx(1000 * (ours.fermi_energy - dft.fermi_energy), abs=1e-3)
+    n_ours = malaflow.get_plugin("targets", "ldos")().density(lazy, ours.fermi_energy).values
+    n_dft = malaflow.get_plugin("targets", "ldos")().density(ds, dft.fermi_energy).values
+    assert errors.density_relative == pytest.approx(np.abs(n_ours - n_dft).sum() / n_dft.sum(), rel=1e-4)
 
 
 def test_model_knows_where_it_extrapolates(gaussian_model, be2_catalog):
@@ -227,30 +234,36 @@ def test_training_as_a_dask_task(be2_catalog, tmp_path):
 
 def test_large_grid_prediction_in_bounded_memory(gaussian_model, be2_catalog, tmp_path):
     """A 12×12×8 supercell of a Be2 snapshot on a 216³ grid (1.0e7 points) predicted
-    chunk by chunk in a subprocess: peak memory stays below 1.5 GB, where the network's
-    hidden activations for the whole grid alone would take 1.3 GB and the float64 LDOS
-    0.9 GB. The supercell is the cell repeated, so the band energy per atom must equal
-    the cell's."""
+    chunk by chunk in a subprocess, on the synchronous scheduler (so the memory in flight
+    depends on the code, not on the machine's load): the prediction raises the peak RSS
+    by a few chunks' working sets (a 48³ chunk: gaussian feature, 32 hidden activations
+    and 11 LDOS values in float64, 39 MB; 101 MB measured), where the hidden activations
+    for the whole grid alone would take 2.6 GB. The supercell is the cell repeated, so the band energy per
+    atom must equal the cell's."""
     script = f"""
-import json, malaflow
-from malaflow.catalog import Catalog
+import json, sys, dask, malaflow
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from peak_memory import peak_mb, reset_peak
 model = malaflow.load_model({str(gaussian_model)!r})
 ds = malaflow.open_snapshot({str(be2_catalog.store_path("be2-3"))!r})
 atoms = malaflow.Snapshot.from_dataset(ds).atoms
 small = malaflow.observables(model.predict(atoms, chunks=32))
-big = model.predict(atoms.repeat((12, 12, 8)), chunks=48)
-assert big.ldos.shape[:3] == (216, 216, 216), big.ldos.shape
-obs = malaflow.observables(big)
-print(json.dumps([small.band_energy / 2, obs.band_energy / len(big.atom), obs.n_electrons,
-                  int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024]))
+before = reset_peak()
+with dask.config.set(scheduler="synchronous"):
+    big = model.predict(atoms.repeat((12, 12, 8)), chunks=48)
+    assert big.ldos.shape[:3] == (216, 216, 216), big.ldos.shape
+    obs = malaflow.observables(big)
+raised = peak_mb() - before
+print(json.dumps([small.band_energy / 2, obs.band_energy / len(big.atom), obs.n_electrons, raised]))
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    per_atom_small, per_atom_big, electrons, peak_mb = json.loads(run.stdout.strip().splitlines()[-1])
+    per_atom_small, per_atom_big, electrons, raised_mb = json.loads(run.stdout.strip().splitlines()[-1])
     assert electrons == pytest.approx(2 * 2304, rel=1e-9)
     assert per_atom_big == pytest.approx(per_atom_small, rel=1e-7)
-    print(f"peak RSS {peak_mb:.0f} MB for 1.0e7 points")
-    assert peak_mb < 1500, f"peak RSS {peak_mb:.0f} MB"
+    print(f"peak RSS raised by {raised_mb:.0f} MB for 1.0e7 points")
+    chunk_mb = 48**3 * (1 + 32 + 11) * 8 / 2**20
+    assert raised_mb < 10 * chunk_mb, f"peak RSS raised by {raised_mb:.0f} MB"
 
 
 SYNTHETIC = '''

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".in.npy", ".out.npy", ".info.json", ".dens.npy", ".dos.npy")
 
-# MALA's SNAP parameters (DESIGN.md), with which the shipped .in.npy files were made.
+# MALA's SNAP parameters (DESIGN.md), with which MALA's test data .in.npy files were made.
+# A .in.npy does not say which parameters made it: they are taken as these only when the
+# user says so (descriptor_params="mala") or the info.json names them.
 MALA_BISPECTRUM_PARAMS = {
     "rcutfac": 4.67637, "twojmax": 10, "rfac0": 0.99363, "rmin0": 0.0, "wj": 1.0,
     "radelem": 0.5, "bzeroflag": 0, "quadraticflag": 0, "switchflag": 1,
@@ -79,6 +83,26 @@ def pp_ldos_energy_grid(files: list[Path]) -> tuple[np.ndarray, float | None, Pa
     return vals["emin"] + vals["delta_e"] * np.arange(n), vals.get("degauss_ldos"), f
 
 
+def _descriptor_params(given: Mapping[str, Any] | str | None, info: Path) -> dict[str, Any] | None:
+    """The parameters of X.in.npy: given, named in the info.json, or None (unknown)."""
+    if given == "mala":
+        return dict(MALA_BISPECTRUM_PARAMS)
+    if isinstance(given, str):
+        raise InputFileError(info.with_suffix("").with_suffix(".in.npy"),
+                             f"descriptor_params={given!r}: give a mapping of parameters or \"mala\"")
+    if given is not None:
+        return dict(given)
+    if info.is_file():
+        try:
+            named = json.loads(info.read_text()).get("descriptor_parameters")
+        except json.JSONDecodeError:
+            return None  # reported when the metadata is read
+        if named is not None and not isinstance(named, dict):
+            raise InputFileError(info, "descriptor_parameters must be a mapping of parameter to value")
+        return named
+    return None
+
+
 class MalaReader(Reader):
     """MALA numpy snapshots (``X.in.npy``/``X.out.npy`` + ``X.info.json`` or a pw.x output)."""
 
@@ -96,11 +120,16 @@ class MalaReader(Reader):
         metadata: str | Path | None = None,
         descriptor_name: str = "bispectrum",
         load_descriptors: bool = True,
+        descriptor_params: Mapping[str, Any] | str | None = None,
     ) -> Snapshot:
         """Read ``X.*`` files of one MALA snapshot.
 
         ``energy_grid=(emin, step)`` in eV overrides the pp.x input; ``metadata`` names
         an info.json or pw.x output to use instead of ``X.info.json``.
+        ``descriptor_params`` are the parameters that made ``X.in.npy`` (a mapping, or
+        ``"mala"`` for MALA's SNAP defaults); without them, or a ``descriptor_parameters``
+        field in the info.json, the features are stored as ``<descriptor_name>-unknown``
+        with unknown parameters, so they never pass for a requested descriptor.
         """
         stem = stem_of(Path(path))
         files = {s: stem.with_name(stem.name + s) for s in SUFFIXES}
@@ -118,11 +147,16 @@ class MalaReader(Reader):
             raw += [files[".out.npy"]] + ([grid_source] if grid_source else [])
         if load_descriptors and files[".in.npy"].is_file():
             x = _load_npy(files[".in.npy"], "the descriptors")
-            n_features = x.shape[-1] - 3
-            params = MALA_BISPECTRUM_PARAMS if n_features == 91 else {}
-            snap.descriptors[descriptor_name] = descriptor_array(
-                x[..., 3:], params=params, plugin=descriptor_name
-            )
+            params = _descriptor_params(descriptor_params, files[".info.json"])
+            if params is None:
+                log.warning("%s: the parameters that made it are unknown; stored as %s-unknown "
+                            "(pass descriptor_params to use it as %s)", files[".in.npy"].name, descriptor_name,
+                            descriptor_name)
+                array = descriptor_array(x[..., 3:], params={}, plugin=descriptor_name)
+                array.attrs["params_unknown"] = True
+                snap.descriptors[f"{descriptor_name}-unknown"] = array
+            else:
+                snap.descriptors[descriptor_name] = descriptor_array(x[..., 3:], params=params, plugin=descriptor_name)
             raw.append(files[".in.npy"])
         if files[".dens.npy"].is_file():
             density = _load_npy(files[".dens.npy"], "the density")

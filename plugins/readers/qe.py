@@ -17,7 +17,7 @@ import numpy as np
 
 from malaflow import Snapshot, hookimpl
 from malaflow.errors import InputFileError
-from malaflow.readers import Reader, TextFile, check_finite, file_provenance, head
+from malaflow.readers import Reader, TextFile, check_finite, file_provenance, head, sha256
 from malaflow.snapshot import voxel_volume
 from malaflow.units import BOHR_ANGSTROM, KB_EV, RYDBERG_EV
 from malaflow.xarray_backend import ReaderBackend
@@ -267,7 +267,9 @@ def _input_beside(path: Path, printed: float | None) -> tuple[Path, float] | Non
     pw_in = path.with_suffix(".in")
     if printed is None or pw_in == path or not pw_in.is_file():
         return None
-    m = re.search(rf"^\s*degauss\s*=\s*({FLOAT})", pw_in.read_text(errors="replace"), re.MULTILINE | re.IGNORECASE)
+    text = "\n".join(line.split("!")[0] for line in pw_in.read_text(errors="replace").splitlines())
+    # a namelist line may hold several assignments: "  smearing='fd', degauss=1.8874d-3,"
+    m = re.search(rf"(?:^|[\s,])degauss\s*=\s*({FLOAT})", text, re.MULTILINE | re.IGNORECASE)
     if m is None:
         return None
     value = float(m.group(1).lower().replace("d", "e"))
@@ -323,6 +325,9 @@ class QEReader(Reader):
             attrs["pseudopotentials"] = {el: upf.name for el, upf in pw["pseudopotentials"].items()}
             dirs = sorted({str(upf.parent) for upf in pw["pseudopotentials"].values()})
             attrs["pseudo_dir"] = dirs[0] if len(dirs) == 1 else dirs
+            # the files pw.x read, by content: a UPF of the same name found later must be this one
+            attrs["pseudopotential_sha256"] = {el: sha256(upf) for el, upf in pw["pseudopotentials"].items()
+                                               if upf.is_file()}
         if ldos is not None:
             files = _glob_files(ldos, path.parent, "*ldos.cube")
             if not files:
