@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .catalog_record import _FIELDS, _REQUIRED, SPLITS, SnapshotRecord, _LineLoader, _plain
+from .catalog_sync import State
 from .errors import CatalogError, MalaflowError
 from .readers import read_snapshot, sha256
 from .snapshot import Chunks, Snapshot, open_snapshot, write_snapshot
@@ -29,90 +31,6 @@ from .snapshot import Chunks, Snapshot, open_snapshot, write_snapshot
 log = logging.getLogger(__name__)
 
 CATALOG_VERSION = 1
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass
-class SnapshotRecord:
-    """One snapshot in the catalog. Paths are relative to the catalog's folder."""
-
-    id: str
-    code: str
-    reader: str
-    source: str
-    store: str
-    dataset: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, str] = field(default_factory=dict)
-    elements: list[str] = field(default_factory=list)
-    n_atoms: int | None = None
-    temperature: float | None = None
-    grid_shape: list[int] | None = None
-    energies: dict[str, float] = field(default_factory=dict)
-    split: str | None = None
-
-    def to_yaml(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {}, [])}
-
-
-# field name -> (checker, what is expected), for validation messages
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str) and bool(v)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-_FIELDS: dict[str, tuple[Any, str]] = {
-    "id": (_is_str, "a non-empty string"),
-    "code": (_is_str, "a non-empty string (qe, vasp, mala, ...)"),
-    "reader": (_is_str, "the name of a reader plugin"),
-    "source": (_is_str, "a path relative to the catalog"),
-    "store": (_is_str, "a path relative to the catalog"),
-    "dataset": (_is_str, "a dataset name"),
-    "options": (lambda v: isinstance(v, dict), "a mapping of reader options"),
-    "raw": (
-        lambda v: isinstance(v, dict) and all(_is_str(k) and _is_str(s) for k, s in v.items()),
-        "a mapping of raw file path to SHA-256",
-    ),
-    "elements": (lambda v: isinstance(v, list) and all(_is_str(e) for e in v), "a list of element symbols"),
-    "n_atoms": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
-    "temperature": (lambda v: _is_num(v) and v >= 0, "a temperature in K (≥ 0)"),
-    "grid_shape": (
-        lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v),
-        "three positive integers",
-    ),
-    "energies": (lambda v: isinstance(v, dict) and all(_is_num(x) for x in v.values()), "a mapping of name to eV"),
-    "split": (lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}"),
-}
-_REQUIRED = ("id", "code", "reader", "source", "store")
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every mapping, for error messages."""
-
-
-class _LineDict(dict):
-    line: int = 0
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _LineDict:
-    d = _LineDict(loader.construct_mapping(node, deep=True))
-    d.line = node.start_mark.line + 1
-    return d
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _plain(value: Any) -> Any:
-    """Strip the line-number dict subclass so records dump as plain YAML."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 class Catalog:
@@ -132,6 +50,9 @@ class Catalog:
         self.store_dir = store_dir
         #: configurations whose DFT run failed ({id: {reason, scratch}}), never ingested
         self.failed = dict(failed or {})
+        #: the file's content as this object last read or wrote it: save() writes only
+        #: what changed since, onto the file's current content (other writers' changes stay)
+        self._base = State()
 
     # ------------------------------------------------------------------ files
 
@@ -181,7 +102,9 @@ class Catalog:
         failed = doc.get("failed") or {}
         if not isinstance(failed, dict):
             raise CatalogError(f"{path}: 'failed' must be a mapping of id to reason")
-        return cls(path, records, _plain(datasets), doc.get("store_dir", "stores"), _plain(failed))
+        catalog = cls(path, records, _plain(datasets), doc.get("store_dir", "stores"), _plain(failed))
+        catalog._base = State.of(catalog)
+        return catalog
 
     @staticmethod
     def _record(path: Path, index: int, entry: Any) -> SnapshotRecord:
@@ -202,7 +125,28 @@ class Catalog:
         return SnapshotRecord(**_plain(dict(entry)))
 
     def save(self) -> None:
-        """Write catalog.yaml atomically (temporary file, then rename)."""
+        """Write this object's changes into catalog.yaml, safely beside other writers.
+
+        Under a lock file (processes and hosts sharing the file system), the catalog as
+        it is on disk now is read, the records, datasets and failures this object added,
+        changed or removed since it was loaded are applied to it, and the result replaces
+        the file atomically (temporary file, then rename)."""
+        from filelock import FileLock, Timeout
+
+        from .catalog_sync import LOCK_TIMEOUT_S
+
+        lock = FileLock(str(self.path.with_name(f".{self.path.name}.lock")))
+        try:
+            with lock.acquire(timeout=LOCK_TIMEOUT_S):
+                if self.path.is_file():
+                    State.of(self).merge_onto(self._base, Catalog.load(self.path), self)
+                self._write()
+                self._base = State.of(self)
+        except Timeout:
+            raise CatalogError(f"{self.path}: another process has held {lock.lock_file} for "
+                               f"{LOCK_TIMEOUT_S} s; if none runs, delete that file") from None
+
+    def _write(self) -> None:
         doc = {
             "version": CATALOG_VERSION,
             "store_dir": self.store_dir,
@@ -294,7 +238,7 @@ class Catalog:
         path = Path(path)
         snapshot = read_snapshot(path, reader=reader, **options)
         reader = reader or _reader_that_read(path)
-        id = id or _default_id(path)
+        id = check_id(id or _default_id(path))
         if any(r.id == id for r in self.records) and not overwrite:
             raise CatalogError(f"{self.path}: snapshot {id!r} is recorded already; pass overwrite=True or another id")
         if split is not None and split not in SPLITS:
@@ -385,11 +329,26 @@ def _default_id(path: Path) -> str:
     return path.stem or name
 
 
-def default_catalog_path() -> Path:
-    """$MALAFLOW_CATALOG, else ./catalog.yaml, else the catalog shipped beside the package."""
+def default_catalog_path(write: bool = False) -> Path:
+    """$MALAFLOW_CATALOG, else ./catalog.yaml, else (only for reading) the catalog shipped
+    beside the package. A command that writes never falls back to the package's folder."""
     env = os.environ.get("MALAFLOW_CATALOG")
     if env:
         return Path(env)
     if Path("catalog.yaml").is_file():
         return Path("catalog.yaml")
+    if write:
+        raise CatalogError(f"no catalog.yaml in {Path.cwd()}: create one with `malaflow catalog init`, "
+                           "pass --catalog PATH, or set MALAFLOW_CATALOG")
     return Path(__file__).resolve().parent.parent / "catalog.yaml"
+
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_id(id: str) -> str:
+    """A snapshot id names its store folder: letters, digits, '.', '_', '+', '-' only."""
+    if not isinstance(id, str) or not ID_PATTERN.fullmatch(id) or ".." in id:
+        raise CatalogError(f"snapshot id {id!r}: use letters, digits, '.', '_', '+' and '-' only "
+                           "(no path separators, no '..'), starting with a letter or digit")
+    return id

@@ -47,8 +47,8 @@ def _cluster(config: Optional[Path]):
         yield client
 
 
-def _catalog(path: Optional[Path]) -> Catalog:
-    return Catalog.load(path or default_catalog_path())
+def _catalog(path: Optional[Path], write: bool = False) -> Catalog:
+    return Catalog.load(path or default_catalog_path(write))
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -204,11 +204,20 @@ def catalog_add(
     catalog: Optional[Path] = CatalogOption,
 ) -> None:
     """Read PATH with a reader plugin, write its Zarr store, and record it."""
-    cat_path = catalog or default_catalog_path()
+    cat_path = catalog or default_catalog_path(write=True)
     cat = Catalog.load(cat_path) if Path(cat_path).exists() else Catalog(cat_path)
     record = cat.add(path, reader=reader, id=id, dataset=dataset, split=split, chunks=chunks,
                      overwrite=overwrite, **_parse_options(option))
     typer.echo(f"added {record.id} → {record.store}")
+
+
+@catalog_app.command("init")
+def catalog_init(path: Path = typer.Argument(Path("catalog.yaml"), help="Where to create it")) -> None:
+    """Create an empty catalog (stores go to stores/ beside it)."""
+    if path.exists():
+        raise MalaflowError(f"{path} exists already")
+    Catalog(path).save()
+    typer.echo(f"created {path}; add snapshots with `malaflow catalog add PATH -c {path}`")
 
 
 @catalog_app.command("ingest")
@@ -218,7 +227,7 @@ def catalog_ingest(
     catalog: Optional[Path] = CatalogOption,
 ) -> None:
     """Write the Zarr stores of catalogued snapshots from their raw files."""
-    cat = _catalog(catalog)
+    cat = _catalog(catalog, write=True)
     for store in cat.ingest(ids or None, force=force):
         typer.echo(f"wrote {store}")
 
@@ -267,7 +276,7 @@ def descriptors_compute(
     if targets:
         paths = [_store(t, catalog) for t in targets]
     else:
-        cat = _catalog(catalog)
+        cat = _catalog(catalog, write=True)
         paths = [cat.resolve(r.store) for r in cat.records]
     descriptor = get_descriptor(plugin, _parse_options(param))
     name = descriptor.store_name()

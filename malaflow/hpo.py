@@ -539,7 +539,7 @@ def report(study: Any, config: StudyConfig) -> StudyResult:
         from .evaluation import evaluate_store
 
         training = TrainingConfig.load(config.training)
-        cat = Catalog.load(training.catalog or default_catalog_path())
+        cat = Catalog.load(training.catalog or default_catalog_path(write=True))
         model = load_model(files["best_model"])
         test_errors = [evaluate_store(model, cat.store_path(i), i) for i in select_ids(cat, config.test, "test")]
     table = format_table(rows, config.objective, limit=10)

@@ -182,3 +182,64 @@ def test_demo_end_to_end(tmp_path):
     assert abs(float(row.split()[2])) < 20.0
     assert (tmp_path / "demo-output" / "dos-predicted-be2-3.png").is_file()
     assert (tmp_path / "demo-output" / "model" / "model.json").is_file()
+
+
+# ------------------------------------------------------------------ many writers
+
+ADDER = """
+import sys
+from malaflow.catalog import Catalog
+path, source, prefix = sys.argv[1:4]
+for k in range(10):
+    cat = Catalog.load(path)  # each add from a fresh read, as separate commands would
+    cat.add(source, id=f"{prefix}-{k}", split="train")
+"""
+
+
+def test_concurrent_writers_lose_nothing(demo_catalog, tmp_path):
+    """20 `malaflow catalog add` processes at once, then two processes adding 10 each:
+    every entry lands (4 + 20 + 20), and every store on disk is recorded."""
+    source = tmp_path / "raw" / "Be_snapshot0.info.json"
+    path = str(demo_catalog.path)
+    procs = [subprocess.Popen([sys.executable, "-m", "malaflow.cli", "catalog", "add", str(source), "--id", f"cli-{k}",
+                               "-c", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k in range(20)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[-500:] for o in outputs if "added" not in o]
+    script = tmp_path / "adder.py"
+    script.write_text(ADDER)
+    procs = [subprocess.Popen([sys.executable, str(script), path, str(source), prefix], stderr=subprocess.PIPE, text=True)
+             for prefix in ("api-a", "api-b")]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    cat = Catalog.load(path)
+    ids = {r.id for r in cat.records}
+    assert len(cat.records) == 44 and ids >= {f"cli-{k}" for k in range(20)} | {f"api-b-{k}" for k in range(10)}
+    stores = {p.name for p in (tmp_path / "stores").iterdir() if not p.name.startswith(".")}
+    assert stores == {f"{i}.zarr" for i in ids}
+    assert cat.datasets == demo_catalog.datasets and not cat.failed
+
+
+def test_snapshot_ids_cannot_leave_the_store_folder(demo_catalog, tmp_path):
+    for bad in ("../x", "../../esc", "a/b", ".hidden"):
+        with pytest.raises(CatalogError, match="use letters, digits"):
+            demo_catalog.add(tmp_path / "raw" / "Be_snapshot1.info.json", id=bad)
+    result = runner.invoke(app, ["catalog", "add", str(tmp_path / "raw" / "Be_snapshot1.info.json"), "--id",
+                                 "../../esc", "-c", str(demo_catalog.path)])
+    assert result.exit_code != 0 and "no path separators" in str(result.exception)
+    assert not (tmp_path.parent / "esc.zarr").exists()
+
+
+def test_writing_commands_need_a_catalog_of_their_own(tmp_path, monkeypatch):
+    """Without -c, MALAFLOW_CATALOG or ./catalog.yaml, nothing is written beside the package."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MALAFLOW_CATALOG", raising=False)
+    source = DEMO_DATA / "Be_snapshot0.info.json"
+    for args in (["catalog", "add", str(source)], ["catalog", "ingest"], ["descriptors", "compute", "-p", "gaussian"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0 and "malaflow catalog init" in str(result.exception), (args, result.output)
+    assert runner.invoke(app, ["catalog", "init"]).exit_code == 0
+    result = runner.invoke(app, ["catalog", "add", str(source), "--id", "be0"])
+    assert result.exit_code == 0, result.output
+    assert Catalog.load(tmp_path / "catalog.yaml").get("be0") and (tmp_path / "stores" / "be0.zarr").is_dir()
+    assert not (REPO / "stores" / "be0.zarr").exists()

@@ -197,8 +197,33 @@ def test_xarray_backend(mala_data):
 
 
 # ------------------------------------------------------------------ VASP
-# No real VASP output ships with the tests: the files below are written by ASE
-# (POSCAR, CHGCAR, PARCHG) and by hand in OUTCAR's format from the Be2 QE data.
+
+
+def test_vasp_reader_on_a_real_vasp_run():
+    """bcc Fe from VASP 5.4.1 itself (tests/data/vasp-full-job-sample, from pyiron's test
+    files): every number below is the one the OUTCAR, POSCAR and CHGCAR text states."""
+    from conftest import REPO
+
+    run = REPO / "tests" / "data" / "vasp-full-job-sample"
+    snap = malaflow.read_snapshot(run, reader="vasp")
+    assert snap.code == "vasp" and snap.n_electrons == 16.0  # NELECT = 16.0000
+    assert snap.fermi_energy == 5.9788  # E-fermi :   5.9788
+    assert snap.reference["total_energy"] == -17.73798679  # the last free energy TOTEN
+    assert snap.reference["internal_energy"] == -17.72353582  # energy without entropy
+    assert snap.reference["band_energy"] == 59.05170914  # the last EBANDS
+    assert snap.reference["ewald_contribution"] == -1197.80999809  # TEWEN
+    assert snap.temperature is None  # ISMEAR = 1 (Methfessel–Paxton) is no electronic temperature
+    np.testing.assert_array_equal(snap.cell, np.diag([2.8, 2.8, 2.8]))
+    np.testing.assert_allclose(snap.positions, [[0, 0, 0], [1.4, 1.4, 1.4]], atol=1e-12)
+    assert list(snap.numbers) == [26, 26] and snap.grid_shape == (28, 28, 28)
+    # CHGCAR holds ρ·V; ρ integrates to the 16 valence electrons (1.5e-5 off: its 11 digits)
+    assert float(snap.density.sum()) * 2.8**3 / 28**3 == pytest.approx(16.0, abs=1.5e-4)
+    first = float((run / "CHGCAR").read_text().split("28   28   28")[1].split()[0])  # first grid value
+    assert snap.density[0, 0, 0] == pytest.approx(first / 2.8**3, rel=1e-12)
+
+
+# The files below are written by ASE (POSCAR, CHGCAR, PARCHG) and by hand in OUTCAR's
+# format from the Be2 QE data: PARCHG files and Fermi–Dirac smearing, which the real run lacks.
 
 OUTCAR = """ vasp.6.4.2 20Jul23 (build Nov 20 2023 12:00:00) complex
  POTCAR:    PAW_PBE Be_sv 06Sep2000
