@@ -326,3 +326,39 @@ def test_qe_temperature_and_pseudopotentials(tmp_path):
     (tmp_path / "scf.in").write_text(text)
     namelist = malaflow.read_snapshot(tmp_path / "scf.out", reader="qe")
     assert namelist.temperature == pytest.approx(paired.temperature, rel=1e-12)
+
+
+def test_mala_arrays_must_fit_the_metadata_grid(be2_copy):
+    """A cut LDOS or an info.json with another grid is refused naming both files; a
+    subsample is accepted when declared."""
+    ldos = np.load(be2_copy / "Be_snapshot1.out.npy")
+    np.save(be2_copy / "Be_snapshot1.out.npy", ldos[:, :, :20])
+    with pytest.raises(InputFileError, match=r"Be_snapshot1\.out\.npy: holds a 18×18×20 grid, but "
+                                             r"Be_snapshot1\.info\.json says the DFT grid is 18×18×27"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot1.out.npy")
+    assert malaflow.read_snapshot(be2_copy / "Be_snapshot1.out.npy", subsampled=True).attrs["subsampled"]
+    info = json.loads((be2_copy / "Be_snapshot2.info.json").read_text())
+    info["grid_dimensions"] = [18, 18, 28]
+    (be2_copy / "Be_snapshot2.info.json").write_text(json.dumps(info))
+    with pytest.raises(InputFileError, match=r"Be_snapshot2\.out\.npy: holds a 18×18×27 grid, but "
+                                             r"Be_snapshot2\.info\.json says the DFT grid is 18×18×28"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot2.out.npy")
+
+
+def test_qe_cubes_of_another_configuration_are_refused(be2_copy):
+    """Cubes must hold the pw.x run's atoms: one moved by 0.3 Å, or another species, is
+    another configuration — also through the xarray engine."""
+    cube = be2_copy / "cubes" / "tmp.pp04Be_ldos.cube"
+    lines = cube.read_text().split("\n")
+    z, charge, x, y, zz = lines[6].split()
+    lines[6] = f"    {z}    {charge}    {float(x) + 0.3 / 0.529177210903:.6f}    {y}    {zz}"
+    cube.write_text("\n".join(lines))
+    message = r"tmp\.pp04Be_ldos\.cube: atom 1 differs \(0\.3000 Å from its place in Be_snapshot0\.out\)"
+    with pytest.raises(InputFileError, match=message):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+    with pytest.raises(InputFileError, match=message):
+        xr.open_dataset(be2_copy / "Be_snapshot0.out", engine="malaflow_qe", ldos="cubes/")
+    lines[6] = f"    3    {charge}    {x}    {y}    {zz}"
+    cube.write_text("\n".join(lines))
+    with pytest.raises(InputFileError, match=r"atom 1 differs \(Z = 3, Be_snapshot0\.out Z = 4\)"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")

@@ -83,6 +83,14 @@ def pp_ldos_energy_grid(files: list[Path]) -> tuple[np.ndarray, float | None, Pa
     return vals["emin"] + vals["delta_e"] * np.arange(n), vals.get("degauss_ldos"), f
 
 
+def _on_grid(coordinates: np.ndarray | None, cell: np.ndarray, grid: tuple[int, int, int]) -> bool:
+    """Whether MALA's Cartesian point coordinates (Å) all lie on the points of ``grid``."""
+    if coordinates is None:
+        return False
+    fractional = coordinates.reshape(-1, 3) @ np.linalg.inv(np.asarray(cell)) * np.asarray(grid)
+    return bool(np.abs(fractional - np.round(fractional)).max() < 1e-3)
+
+
 def _descriptor_params(given: Mapping[str, Any] | str | None, info: Path) -> dict[str, Any] | None:
     """The parameters of X.in.npy: given, named in the info.json, or None (unknown)."""
     if given == "mala":
@@ -121,6 +129,7 @@ class MalaReader(Reader):
         descriptor_name: str = "bispectrum",
         load_descriptors: bool = True,
         descriptor_params: Mapping[str, Any] | str | None = None,
+        subsampled: bool = False,
     ) -> Snapshot:
         """Read ``X.*`` files of one MALA snapshot.
 
@@ -130,6 +139,8 @@ class MalaReader(Reader):
         ``"mala"`` for MALA's SNAP defaults); without them, or a ``descriptor_parameters``
         field in the info.json, the features are stored as ``<descriptor_name>-unknown``
         with unknown parameters, so they never pass for a requested descriptor.
+        Arrays on fewer points than the metadata's grid are refused unless
+        ``subsampled=True`` or the ``.in.npy`` coordinates place them on that grid.
         """
         stem = stem_of(Path(path))
         files = {s: stem.with_name(stem.name + s) for s in SUFFIXES}
@@ -145,8 +156,10 @@ class MalaReader(Reader):
             snap.ldos, snap.energies = ldos, energies
             snap.attrs["ldos_broadening"] = broadening
             raw += [files[".out.npy"]] + ([grid_source] if grid_source else [])
+        coordinates = None
         if load_descriptors and files[".in.npy"].is_file():
             x = _load_npy(files[".in.npy"], "the descriptors")
+            coordinates = x[..., :3]
             params = _descriptor_params(descriptor_params, files[".info.json"])
             if params is None:
                 log.warning("%s: the parameters that made it are unknown; stored as %s-unknown "
@@ -172,7 +185,16 @@ class MalaReader(Reader):
             raise InputFileError(stem, f"the arrays disagree on the grid: {shapes}")
         actual = next(iter(shapes.values()))
         if grid is not None and tuple(grid) != tuple(actual):
-            # MALA test data can be subsampled from the DFT grid (Al36: 100×20×1 of 108×108×100).
+            # MALA test data can be subsampled from the DFT grid (Al36: 100×20×1 of 108×108×100);
+            # a cut or foreign array is not: it must be declared, or its .in.npy must place its
+            # points on the DFT grid
+            if not (subsampled or _on_grid(coordinates, snap.cell, grid)):
+                name, shape = next(iter(shapes.items()))
+                suffix = {"ldos": ".out.npy", "density": ".dens.npy"}.get(name, ".in.npy")
+                raise InputFileError(files[suffix], f"holds a {'×'.join(map(str, shape))} grid, but "
+                                     f"{Path(raw[0]).name} says the DFT grid is "
+                                     f"{'×'.join(map(str, grid))}; if it is a subsample of that grid, pass "
+                                     "subsampled=True")
             log.info("%s: arrays are %s, a subsample of the DFT grid %s", stem.name, actual, grid)
             snap.attrs["dft_grid_shape"] = list(grid)
             snap.attrs["subsampled"] = True

@@ -162,7 +162,8 @@ def band_energy_from_eigenvalues(
 
 
 def read_cube(path: str | Path) -> dict[str, Any]:
-    """A Gaussian cube file: grid values (nx, ny, nz), grid shape, cell (Å), comment."""
+    """A Gaussian cube file: grid values (nx, ny, nz), grid shape, cell (Å), comment, and
+    its atoms (atomic numbers, positions in Å)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "missing: expected a cube file here")
@@ -182,6 +183,10 @@ def read_cube(path: str | Path) -> dict[str, Any]:
     if len(body) <= 6 + n_atoms:
         raise InputFileError(path, "truncated: no grid values after the atom lines")
     try:
+        atoms = np.array([[float(v) for v in line.split()[:5]] for line in body[6:6 + n_atoms]]).reshape(n_atoms, 5)
+    except ValueError:
+        raise InputFileError(path, f"malformed atom lines (lines 7–{6 + n_atoms})") from None
+    try:
         values = np.array(body[6 + n_atoms].split(), dtype=float)
     except ValueError as exc:
         raise InputFileError(path, f"unreadable grid values: {exc}") from None
@@ -196,7 +201,26 @@ def read_cube(path: str | Path) -> dict[str, Any]:
     cell = np.array(vectors) * np.array(shape)[:, None] * unit
     data = values.reshape(shape)
     check_finite(path, data, "the grid")
-    return {"data": data, "shape": tuple(shape), "cell": cell, "comment": lines[1].strip()}
+    return {"data": data, "shape": tuple(shape), "cell": cell, "comment": lines[1].strip(),
+            "numbers": atoms[:, 0].astype(int), "positions": atoms[:, 2:5] * unit}
+
+
+def check_cube_atoms(cube: dict[str, Any], path: Path, pw: dict[str, Any], pw_path: Path, tol: float = 1e-3) -> None:
+    """A cube must hold the atoms of the pw.x run it is said to come from: same species in
+    the same order, same positions (Å, up to lattice translations) within ``tol``."""
+    from ase.data import atomic_numbers
+
+    numbers = [atomic_numbers[s] for s in pw["symbols"]]
+    if len(cube["numbers"]) != len(numbers):
+        raise InputFileError(path, f"holds {len(cube['numbers'])} atoms, {pw_path.name} {len(numbers)}: "
+                             "not a cube of this run")
+    cell = np.asarray(pw["cell"])
+    shift = (np.asarray(cube["positions"]) - np.asarray(pw["positions"])) @ np.linalg.inv(cell)
+    distance = np.linalg.norm((shift - np.round(shift)) @ cell, axis=1)
+    for k, (a, b) in enumerate(zip(cube["numbers"], numbers)):
+        if a != b or distance[k] > tol:
+            what = f"Z = {a}, {pw_path.name} Z = {b}" if a != b else f"{distance[k]:.4f} Å from its place in {pw_path.name}"
+            raise InputFileError(path, f"atom {k + 1} differs ({what}): not a cube of this run")
 
 
 def _cube_energy(path: Path, comment: str) -> tuple[float, float | None]:
@@ -207,12 +231,13 @@ def _cube_energy(path: Path, comment: str) -> tuple[float, float | None]:
 
 
 def read_ldos_cubes(
-    files: list[Path], cell: np.ndarray | None = None
+    files: list[Path], cell: np.ndarray | None = None, run: tuple[dict[str, Any], Path] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Stack pp.x LDOS cubes into (x, y, z, energy) in 1/(eV·Å³), sorted by energy.
 
     Cubes from a split pp.x run (several files at one energy) are merged; files at
-    the same energy must agree, or the stack is rejected.
+    the same energy must agree, or the stack is rejected. With ``run`` (the parsed
+    pw.x output and its path) each cube's atoms must be that run's.
     """
     by_energy: dict[float, tuple[Path, np.ndarray]] = {}
     broadening = None
@@ -227,6 +252,8 @@ def read_ldos_cubes(
             raise InputFileError(f, f"grid {cube['shape']} differs from {shape} of {first}")
         if cell is not None and not np.allclose(cube["cell"], cell, atol=1e-4):
             raise InputFileError(f, "the cube's cell differs from the pw.x output's cell")
+        if run is not None:
+            check_cube_atoms(cube, f, *run)
         key = round(energy, 6)
         if key in by_energy:
             other, data = by_energy[key]
@@ -332,7 +359,7 @@ class QEReader(Reader):
             files = _glob_files(ldos, path.parent, "*ldos.cube")
             if not files:
                 raise InputFileError(path.parent / str(ldos), "no LDOS cube files (*ldos.cube) found here")
-            values, energies, broadening = read_ldos_cubes(files, cell=pw["cell"])
+            values, energies, broadening = read_ldos_cubes(files, cell=pw["cell"], run=(pw, path))
             if values.shape[:3] != grid_shape:
                 raise InputFileError(
                     files[0], f"LDOS grid {values.shape[:3]} is not the pw.x FFT grid {grid_shape}"
@@ -343,6 +370,7 @@ class QEReader(Reader):
         if density is not None:
             (dfile,) = _glob_files(density, path.parent, "*.cube")
             cube = read_cube(dfile)
+            check_cube_atoms(cube, dfile, pw, path)
             if cube["shape"] != grid_shape:
                 raise InputFileError(dfile, f"grid {cube['shape']} is not the pw.x FFT grid {grid_shape}")
             snap_kwargs["density"] = cube["data"] / BOHR_ANGSTROM**3
