@@ -62,7 +62,35 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     check_keys(config, COMMON | KEYS[kind], f"{kind} cluster")
     if kind == "address" and "address" not in config:
         raise ParameterError("an 'address' cluster needs address: tcp://host:port")
+    _check_ranges(config, f"{kind} cluster")
     return config
+
+
+# key → smallest value allowed; whole numbers unless noted
+_MINIMUM = {"workers": 1, "threads_per_worker": 1, "jobs": 0, "cores": 1, "gpus_per_worker": 0}
+
+
+def _check_ranges(config: Mapping[str, Any], label: str) -> None:
+    """Counts are whole numbers in range: ``workers: -2`` would start no worker and wait forever."""
+    def whole(key: str, value: Any, low: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ParameterError(f"{label}: {key} must be a whole number ≥ {low}, got {value!r}")
+
+    for key, low in _MINIMUM.items():
+        if key in config and config[key] is not None:
+            if key == "gpus_per_worker":
+                if isinstance(config[key], bool) or not isinstance(config[key], (int, float)) or config[key] < 0:
+                    raise ParameterError(f"{label}: gpus_per_worker must be a number ≥ 0, got {config[key]!r}")
+            else:
+                whole(key, config[key], low)
+    if config.get("kind") != "local" and "processes" in config:
+        whole("processes", config["processes"], 1)
+    if "adaptive" in config:
+        adaptive = config["adaptive"]
+        if not isinstance(adaptive, Mapping):
+            raise ParameterError(f"{label}: adaptive is a mapping with minimum and maximum (jobs)")
+        whole("adaptive.minimum", adaptive.get("minimum", 0), 0)
+        whole("adaptive.maximum", adaptive.get("maximum", 1), max(1, adaptive.get("minimum", 0)))
 
 
 def _resources(config: Mapping[str, Any]) -> dict[str, float]:

@@ -159,6 +159,21 @@ def task_resources(client: Any, wanted: Mapping[str, float] | None) -> dict[str,
     return None
 
 
+WORKER_TIMEOUT_S = float(os.environ.get("MALAFLOW_WORKER_TIMEOUT", 600))
+
+
+def _wait_for_a_worker(client: Any) -> None:
+    """Tasks sent to a cluster without workers would wait for ever: wait for one, bounded."""
+    if client.scheduler_info().get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=WORKER_TIMEOUT_S)
+    except TimeoutError:
+        raise MalaflowError(f"no Dask worker joined the cluster at {client.scheduler.address} in "
+                            f"{WORKER_TIMEOUT_S:g} s (batch jobs still queued? see the dashboard "
+                            f"{client.dashboard_link}; MALAFLOW_WORKER_TIMEOUT sets the wait)") from None
+
+
 def run_tasks(
     tasks: Sequence[tuple[Callable[..., Any], tuple]],
     client: Any = None,
@@ -183,6 +198,7 @@ def run_tasks(
         from distributed import as_completed
 
         res = task_resources(client, resources)
+        _wait_for_a_worker(client)
         futures = [client.submit(fn, *args, pure=False, resources=res) for fn, args in tasks]
         index = {f.key: i for i, f in enumerate(futures)}
         try:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import numpy as np
 from tqdm.auto import tqdm
 
 from .catalog import Catalog, default_catalog_path
@@ -301,6 +302,17 @@ def open_study(config: StudyConfig) -> Any:
     return study
 
 
+def _sampler(study: Any, seed: int) -> Any:
+    """A TPE sampler seeded by the study's seed and the index of the parameter set it
+    draws next (trials less retries), not by when the driver started: a resumed or
+    extended study goes on with the sequence a straight run would have drawn. TPE keeps
+    no state but its random generator (it reads the finished trials from the storage)."""
+    import optuna
+
+    drawn = sum("retry_of" not in t.user_attrs for t in study.trials)
+    return optuna.samplers.TPESampler(seed=int(np.random.SeedSequence([seed, drawn]).generate_state(1)[0]))
+
+
 def _counted(study: Any) -> int:
     """Trials that count toward the budget: finished ones, less those interrupted (their
     retry counts instead)."""
@@ -323,6 +335,7 @@ def _ask(study: Any, config: StudyConfig, client: Any) -> tuple[Any, TrainingCon
     """Start a trial: draw its parameters, hand it an interrupted run's folder if it is a
     retry, and compute its descriptors (distributed, cached in the stores) beforehand so
     that concurrent trials never write the same store."""
+    study.sampler = _sampler(study, config.seed)
     trial = study.ask()
     training = config.trial_config(trial, _trial_dir(config, trial.number))
     earlier: dict[int, float] = {}

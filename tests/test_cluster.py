@@ -32,6 +32,14 @@ def test_config_checks_and_slurm_job_script(tmp_path):
         load_config({"kind": "slurm", "cpus": 4})
     with pytest.raises(ParameterError, match="kind must be one of"):
         load_config({"kind": "kubernetes"})
+    for bad, message in [({"workers": -2}, r"workers must be a whole number ≥ 1, got -2"),
+                         ({"workers": 2.5}, r"workers must be a whole number"),
+                         ({"threads_per_worker": 0}, r"threads_per_worker must be a whole number ≥ 1"),
+                         ({"gpus_per_worker": -1}, r"gpus_per_worker must be a number ≥ 0"),
+                         ({"kind": "slurm", "jobs": -1}, r"jobs must be a whole number ≥ 0"),
+                         ({"kind": "slurm", "adaptive": {"minimum": 2, "maximum": 1}}, r"adaptive.maximum .* ≥ 2")]:
+        with pytest.raises(ParameterError, match=message):
+            load_config(bad)  # refused at once, before any worker is started
     config = tmp_path / "cluster.yaml"
     config.write_text("cluster:\n  kind: slurm\n  jobs: 0\n  cores: 4\n  processes: 2\n  memory: 8GB\n"
                       "  walltime: '01:00:00'\n  queue: gpu\n  gpus_per_worker: 1\n")
@@ -42,6 +50,18 @@ def test_config_checks_and_slurm_job_script(tmp_path):
         cluster.close()
     assert "#SBATCH -p gpu" in script and "--gres=gpu:2" in script and "--resources GPU=1" in script
     assert "--nworkers 2" in script or "--nprocs 2" in script
+
+
+def test_a_cluster_without_workers_is_an_error_not_a_hang(monkeypatch):
+    """Tasks sent to a scheduler no worker joins fail after the bounded wait, with a message."""
+    import distributed
+
+    from malaflow import compute
+
+    monkeypatch.setattr(compute, "WORKER_TIMEOUT_S", 2.0)
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as empty, distributed.Client(empty) as client:
+        with pytest.raises(malaflow.MalaflowError, match=r"no Dask worker joined the cluster .* in 2 s"):
+            compute.run_tasks([(abs, (-1,))], client, progress=False)
 
 
 def test_local_gpu_workers_get_the_resource():

@@ -142,6 +142,23 @@ def test_killed_study_resumes_the_interrupted_trial(be2_catalog, tmp_path):
     assert [r["state"] for r in rows] == [s.lower() for s in states]
     assert result.files["history"].stat().st_size > 10_000 and "data:image/png" in result.files["report"].read_text()
     assert open_study(StudyConfig.load(path)).get_trials(states=(optuna.trial.TrialState.RUNNING,)) == []
+    # the parameter sets drawn are those of a straight run: trial 3 draws what trial 2 would have
+    straight = malaflow.optimize({**config, "output": str(tmp_path / "straight")}, progress=False).study
+    assert [t.params for t in straight.trials] == [study.trials[k].params for k in (0, 1, 3)]
+
+
+def test_an_extended_study_draws_what_a_longer_study_draws(be2_catalog, tmp_path):
+    """2 trials, then `--trials 4` on the same study: the four parameter sets are those of
+    a straight 4-trial study with the same seed (not trials 0 and 1 drawn again)."""
+    config = study_config(be2_catalog, tmp_path, trials=2,
+                          search={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+                                  "batch_size": {"low": 64, "high": 512, "step": 64}, "epochs": {"choices": [1]}})
+    malaflow.optimize(config, progress=False)
+    extended = malaflow.optimize(config, trials=4, progress=False).study
+    straight = malaflow.optimize({**config, "output": str(tmp_path / "straight"), "trials": 4}, progress=False).study
+    params = [t.params for t in extended.trials]
+    assert len(params) == 4 and params == [t.params for t in straight.trials]
+    assert len({p["learning_rate"] for p in params}) == 4
 
 
 def test_trials_run_as_dask_tasks_on_gpu_workers(be2_catalog, tmp_path):
