@@ -11,10 +11,11 @@ complete: an interrupted run leaves no array that looks finished.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +357,42 @@ def compute_descriptors(
     items = [sources] if single else list(sources)
     descriptor = get_descriptor(plugin, params)
     name = descriptor.store_name()
+    with contextlib.ExitStack() as locks:
+        # one run per descriptor array: a second waits, then finds the array done (a cache hit)
+        for path in sorted({Path(s).resolve() for s in items if isinstance(s, (str, Path)) and Path(s).is_dir()}):
+            locks.enter_context(descriptor_lock(path, name))
+        out = _compute(items, descriptor, name, grid_shape, chunks, batch_points, dtype, overwrite, client, progress)
+    return out[0] if single else out
+
+
+LOCK_WAIT_S = float(os.environ.get("MALAFLOW_LOCK_TIMEOUT", 24 * 3600))
+
+
+@contextlib.contextmanager
+def descriptor_lock(store: Path, name: str) -> Iterator[None]:
+    """Hold ``<store>/.lock-descriptors-<name>`` (works across processes and hosts sharing
+    the file system); say so while waiting for another run, give up after LOCK_WAIT_S."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(store / f".lock-descriptors-{name}"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("%s: another run is computing descriptors/%s; waiting for it", store, name)
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except Timeout:
+            raise StoreError(f"{store}: descriptors/{name} has been locked by another run for {LOCK_WAIT_S:g} s "
+                             f"({lock.lock_file}); if none runs, delete that file") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _compute(items: list, descriptor: Descriptor, name: str, grid_shape, chunks, batch_points, dtype, overwrite: bool,
+             client: Any, progress: bool) -> list[xr.DataArray]:
+    """compute_descriptors with the stores locked."""
     tasks: list[tuple[Callable[..., Any], tuple]] = []
     jobs: list[tuple[Path | None, Path | None, slice, tuple, int]] = []
     try:
@@ -414,7 +451,7 @@ def compute_descriptors(
             if partial is not None and partial.exists():
                 shutil.rmtree(partial)
         raise
-    return out[0] if single else out
+    return out
 
 
 def _assemble(results: list[np.ndarray], grid, chunks, descriptor: Descriptor, n_features: int) -> np.ndarray:

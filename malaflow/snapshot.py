@@ -13,9 +13,12 @@ leaves a half-written store that looks valid.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -291,6 +294,34 @@ def move_into_place(complete: Path, path: Path) -> None:
         os.rename(complete, path)
 
 
+# who made a temporary: a hash of the host name and the process id, so another process can
+# tell a killed run's leftovers (owner gone) from a run in progress
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"\.malaflow-tmp-.+-h(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries in ``folder`` whose writer (on this host) no longer runs."""
+    removed = []
+    for tmp in folder.glob(".malaflow-tmp-*"):
+        m = _TEMPORARY.fullmatch(tmp.name)
+        if m and m["host"] == _HOST and not _running(int(m["pid"])):
+            log.warning("removing %s, left by a run that was killed", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` only if the block succeeds.
@@ -302,7 +333,8 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     if path.exists() and not overwrite:
         raise StoreError(f"{path} exists already; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".malaflow-tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    remove_stale_temporaries(path.parent)
+    tmp = path.parent / f".malaflow-tmp-{path.name}-h{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
         move_into_place(tmp, path)

@@ -376,3 +376,42 @@ np.save("nearest.npy", values.values)
     i = np.minimum(np.arange(4), 4 - np.arange(4))
     expected = 0.75 * np.sqrt(i[:, None, None] ** 2 + i[None, :, None] ** 2 + i[None, None, :] ** 2)
     np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def test_two_runs_on_one_store_wait_for_each_other(be_store, tmp_path):
+    """Two `descriptors compute` processes on the same stores at once: both succeed (the
+    second waits on the array's lock, then finds it done) and the stored array is the one a
+    single run writes."""
+    import subprocess
+    import sys
+
+    other = write_snapshot(read_snapshot(DEMO_DATA / "Be_snapshot1.info.json"), tmp_path / "be1.zarr", chunks=9)
+    command = [sys.executable, "-m", "malaflow.cli", "descriptors", "compute", str(be_store), str(other),
+               "-p", "gaussian", "--chunks", "9"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    for store in (be_store, other):
+        assert malaflow.list_descriptors(store) == ["gaussian"]
+        assert hidden_entries(store) == []
+        single = compute_descriptors(read_snapshot(DEMO_DATA / f"Be_snapshot{0 if store == be_store else 1}.info.json"),
+                                     "gaussian", progress=False)
+        np.testing.assert_array_equal(malaflow.open_descriptors(store, "gaussian").values,
+                                      single.values.astype(np.float32))
+
+
+def test_temporaries_of_killed_runs_are_removed(tmp_path):
+    """A `.malaflow-tmp-*` folder whose writer on this host is gone is removed by the next
+    write in that folder; one whose writer runs is left alone."""
+    import subprocess
+
+    from malaflow.snapshot import _HOST
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is free now
+    stale = tmp_path / f".malaflow-tmp-a.zarr-h{_HOST}-{dead.pid}-0123abcd"
+    alive = tmp_path / f".malaflow-tmp-b.zarr-h{_HOST}-{os.getpid()}-0123abcd"
+    for folder in (stale, alive):
+        (folder / "ldos").mkdir(parents=True)
+    write_snapshot(read_snapshot(DEMO_DATA / "Be_snapshot0.info.json"), tmp_path / "c.zarr")
+    assert not stale.exists() and alive.exists() and (tmp_path / "c.zarr").is_dir()
