@@ -13,6 +13,7 @@ LDOS on its own, so peak memory follows the chunk size, not the grid.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from .descriptors import Descriptor, Structure, check_grid, get_descriptor
 from .errors import MalaflowError, PluginError, StoreError
 from .models import get_model
 from .snapshot import FORMAT_VERSION, SPATIAL_DIMS, UNITS, Chunks
+from .trust import structure_warnings
+
+log = logging.getLogger(__name__)
 
 FORWARD_POINTS = 65536  # points per network call inside one chunk
 
@@ -145,11 +149,15 @@ class TrainedModel:
         its LDOS is not to be trusted. NaN for models saved without the range."""
         if self.input_range is None:
             return float("nan")
+        x = descriptors.data
+        outside = x.map_blocks(self._outside_block, drop_axis=3, dtype=bool) if isinstance(x, da.Array) \
+            else self._outside_block(np.asarray(x))
+        return float(outside.mean().compute() if hasattr(outside, "compute") else outside.mean())
+
+    def _outside_block(self, block: np.ndarray) -> np.ndarray:
         lo, hi = (np.asarray(v) for v in self.input_range)
         slack = 0.01 * (hi - lo)
-        x = descriptors.data
-        outside = ((x < lo - slack) | (x > hi + slack)).any(axis=-1)
-        return float(outside.mean().compute() if hasattr(outside, "compute") else outside.mean())
+        return ((block < lo - slack) | (block > hi + slack)).any(axis=-1)
 
     def _forward_block(self, block: np.ndarray) -> np.ndarray:
         shape = block.shape[:3]
@@ -190,26 +198,28 @@ class TrainedModel:
                 f"descriptors of shape {x.shape} do not fit grid {tuple(grid)} and the model's "
                 f"{len(self.x_scaler.shift)} features"
             )
-        ldos = x.rechunk({3: -1}).map_blocks(
-            self._forward_block, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),)
-        )
+        x = x.rechunk({3: -1})
+        ldos = x.map_blocks(self._forward_block, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),))
+        warnings = structure_warnings(self, s.positions, s.cell, tuple(grid))
+        for text in warnings:
+            log.warning("prediction: %s", text)
         coords = {d: np.arange(n) for d, n in zip(SPATIAL_DIMS, grid)}
         coords["energy"] = ("energy", self.energies, {"units": "eV"})
         attrs = {
             "malaflow_format": FORMAT_VERSION, "cell": s.cell.tolist(), "pbc": list(s.pbc), "grid_shape": list(grid),
             "temperature": self.temperature, "n_electrons": self.n_electrons(s.numbers), "fermi_energy": None,
             "reference": {}, "code": "malaflow-prediction", "provenance": {"model": self.metadata.get("path")},
-            "units": UNITS, **self.dft,
+            "units": UNITS, **self.dft, "warnings": warnings,
         }
-        return xr.Dataset(
-            {
-                "ldos": (SPATIAL_DIMS + ("energy",), ldos, {"units": UNITS["ldos"]}),
-                "positions": (("atom", "xyz"), s.positions, {"units": "Angstrom"}),
-                "numbers": (("atom",), s.numbers),
-            },
-            coords=coords,
-            attrs=attrs,
-        )
+        variables = {
+            "ldos": (SPATIAL_DIMS + ("energy",), ldos, {"units": UNITS["ldos"]}),
+            "positions": (("atom", "xyz"), s.positions, {"units": "Angstrom"}),
+            "numbers": (("atom",), s.numbers),
+        }
+        if self.input_range is not None:  # from the same descriptor chunks as the LDOS
+            variables["extrapolated"] = (SPATIAL_DIMS, x.map_blocks(self._outside_block, drop_axis=3, dtype=bool),
+                                         {"description": "descriptors outside the training range"})
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def load_model(path: str | Path) -> TrainedModel:

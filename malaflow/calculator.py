@@ -18,7 +18,8 @@ from ase.calculators.calculator import all_changes
 
 from .artifact import TrainedModel, load_model
 from .errors import MalaflowError
-from .observables import energy_terms_from, observables
+from .observables import energy_terms_from
+from .trust import observables_with_trust
 from .snapshot import Chunks
 
 
@@ -37,7 +38,7 @@ class Calculator(AseCalculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         predicted = self.model.predict(self.atoms, grid_shape=self.grid_shape, chunks=self.chunks)
-        obs = observables(predicted, scheme=self.scheme)
+        obs, share = observables_with_trust(predicted, self.scheme)
         self.evaluations += 1
         try:
             terms = energy_terms_from(predicted, obs, self.scheme)
@@ -50,4 +51,6 @@ class Calculator(AseCalculator):
             "kind": kind,
             "fermi_level": obs.fermi_energy,
             "n_electrons": obs.n_electrons,
+            "extrapolated": share,  # share of grid points outside the training descriptors
+            "warnings": list(predicted.attrs["warnings"]),
         }

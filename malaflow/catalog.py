@@ -244,7 +244,10 @@ class Catalog:
         if split is not None and split not in SPLITS:
             raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         store_path = Path(store) if store is not None else self.root / self.store_dir / f"{id}.zarr"
-        write_snapshot(snapshot, store_path, chunks=chunks, overwrite=overwrite)
+        unrecorded = store_path.exists() and store_path.resolve() not in {self.resolve(r.store) for r in self.records}
+        if unrecorded:  # left by an add killed between writing the store and saving the record
+            log.warning("%s exists but no record names it (an interrupted add?): replacing it", store_path)
+        write_snapshot(snapshot, store_path, chunks=chunks, overwrite=overwrite or unrecorded)
         record = self._make_record(snapshot, id, reader, path, store_path, dataset, split, options)
         self.records = [r for r in self.records if r.id != id] + [record]
         self.save()
@@ -273,6 +276,13 @@ class Catalog:
             energies={k: float(v) for k, v in energies.items()},
             split=split,
         )
+
+    def unrecorded_stores(self) -> list[Path]:
+        """Stores in the store folder that no record names (e.g. from an add killed after
+        writing its store): ``catalog validate`` lists them; adding their id replaces them."""
+        folder = self.root / self.store_dir
+        recorded = {self.resolve(r.store) for r in self.records}
+        return sorted(p for p in folder.glob("*.zarr") if p.resolve() not in recorded) if folder.is_dir() else []
 
     def verify(self, id: str) -> None:
         """Check the raw files of a record against their recorded checksums."""

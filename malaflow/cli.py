@@ -239,6 +239,8 @@ def catalog_validate(catalog: Optional[Path] = CatalogOption) -> None:
     for r in cat.records:
         cat.verify(r.id)
     typer.echo(f"{cat.path}: {len(cat.records)} snapshots, all raw files present and unchanged")
+    for store in cat.unrecorded_stores():
+        typer.echo(f"warning: {store} is in the store folder but no record names it (an interrupted add?)")
 
 
 @descriptors_app.command("list")
@@ -346,8 +348,8 @@ def predict_cmd(
     import ase.io
 
     from .artifact import load_model
-    from .observables import observables
     from .snapshot import write_snapshot
+    from .trust import observables_with_trust
 
     try:
         atoms = ase.io.read(structure)
@@ -355,10 +357,13 @@ def predict_cmd(
         raise MalaflowError(f"{structure}: ASE cannot read this structure ({exc})") from None
     predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks)
     with _cluster(cluster):
-        obs = observables(predicted, scheme=scheme)
+        obs, share = observables_with_trust(predicted, scheme)
         typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
         for key, value in obs.as_dict().items():
             typer.echo(f"  {key:<22} {value}")
+        typer.echo(f"  {'extrapolated':<22} {share:.1%} of the grid points (descriptors outside the training range)")
+        for text in predicted.attrs["warnings"]:
+            typer.echo(f"warning: {text}", err=True)
         if output:
             typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks)}")
     if plot:

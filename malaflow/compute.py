@@ -370,11 +370,12 @@ LOCK_WAIT_S = float(os.environ.get("MALAFLOW_LOCK_TIMEOUT", 24 * 3600))
 
 @contextlib.contextmanager
 def descriptor_lock(store: Path, name: str) -> Iterator[None]:
-    """Hold ``<store>/.lock-descriptors-<name>`` (works across processes and hosts sharing
-    the file system); say so while waiting for another run, give up after LOCK_WAIT_S."""
+    """Hold ``.<store>.lock-<name>`` beside the store (a file inside would be a foreign
+    object in the Zarr hierarchy; the lock works across processes and hosts sharing the
+    file system); say so while waiting for another run, give up after LOCK_WAIT_S."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(store / f".lock-descriptors-{name}"))
+    lock = FileLock(str(store.parent / f".{store.name}.lock-{name}"))
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -36,6 +36,7 @@ from .params import check_keys
 from .models import get_model
 from .readers import read_yaml
 from .snapshot import open_snapshot
+from .trust import shortest_distance
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,11 @@ def selected_snapshots(config: TrainingConfig) -> Snapshots:
     return Snapshots(cat, train_ids, val_ids, {id: cat.store_path(id) for id in dict.fromkeys(train_ids + val_ids)})
 
 
+def _shortest_distance(store: Path) -> float:
+    ds = open_snapshot(store)
+    return shortest_distance(ds["positions"].values, ds.attrs["cell"], ds.attrs.get("pbc", (True, True, True)))
+
+
 def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool) -> Path:
     """The training run itself, in this process: what :func:`train` runs (here or as a
     task) and what a hyperparameter trial, already a task, runs segment by segment."""
@@ -293,6 +299,7 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
         x_scaler, y_scaler, first["energy"].values, float(first.attrs["temperature"]),
         _valence(cat, train_ids, config.valence), _grid_spacing(stores[i] for i in train_ids),
         {"training_snapshots": train_ids, "validation_snapshots": val_ids, "epochs_done": state["epoch"],
+         "min_distance": min(_shortest_distance(stores[i]) for i in train_ids),
          "early_stopped": stopped,
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},

@@ -243,3 +243,20 @@ def test_writing_commands_need_a_catalog_of_their_own(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert Catalog.load(tmp_path / "catalog.yaml").get("be0") and (tmp_path / "stores" / "be0.zarr").is_dir()
     assert not (REPO / "stores" / "be0.zarr").exists()
+
+
+def test_a_store_left_by_an_interrupted_add_is_listed_and_replaced(demo_catalog, tmp_path):
+    """An add killed after writing its store and before saving its record leaves a store no
+    record names: validate says so, and adding that id again replaces it."""
+    source = tmp_path / "raw" / "Be_snapshot1.info.json"
+    malaflow.write_snapshot(malaflow.read_snapshot(tmp_path / "raw" / "Be_snapshot2.info.json"),
+                            tmp_path / "stores" / "late.zarr")
+    assert demo_catalog.unrecorded_stores() == [tmp_path / "stores" / "late.zarr"]
+    result = runner.invoke(app, ["catalog", "validate", "-c", str(demo_catalog.path)])
+    assert "late.zarr is in the store folder but no record names it" in result.output
+    demo_catalog.add(source, id="late")
+    assert demo_catalog.unrecorded_stores() == []
+    stored = malaflow.open_snapshot(tmp_path / "stores" / "late.zarr")
+    np.testing.assert_array_equal(stored.positions.values, malaflow.read_snapshot(source).positions)
+    with pytest.raises(CatalogError, match="recorded already"):
+        demo_catalog.add(source, id="late")

@@ -109,6 +109,7 @@ def test_be2_band_energy_error_and_cli(be2_catalog, tmp_path):
                                  "--plot", str(tmp_path / "dos.png"), "-o", str(tmp_path / "pred.zarr")])
     assert result.exit_code == 0, result.output
     assert re.search(r"n_electrons\s+4\.0000", result.output) and (tmp_path / "dos.png").is_file()
+    assert re.search(r"extrapolated\s+\d+\.\d% of the grid points", result.output)
     stored = malaflow.open_snapshot(tmp_path / "pred.zarr")
     assert stored.ldos.shape == (18, 18, 27, 11)
 
@@ -182,6 +183,33 @@ def test_model_knows_where_it_extrapolates(gaussian_model, be2_catalog):
     squeezed = malaflow.compute_descriptors(atoms, "gaussian", grid_shape=(18, 18, 27), progress=False)
     assert model.outside_training(squeezed) > 0.5
     assert 0.0 <= evaluate_store(model, be2_catalog.store_path("be2-3")).outside_training < 0.05
+
+
+def test_doubtful_predictions_are_flagged(gaussian_model, be2_catalog):
+    """Atoms 0.01 Å apart, or a 2×2×2 grid, give an LDOS all the same; the prediction says
+    why not to trust it, and the Calculator keeps that with its results, beside the share of
+    extrapolated grid points (computed in the same pass as the DOS)."""
+    model = malaflow.load_model(gaussian_model)
+    ds = malaflow.open_snapshot(be2_catalog.store_path("be2-3"))
+    atoms = malaflow.Snapshot.from_dataset(ds).atoms
+    trained = model.metadata["min_distance"]
+    assert trained == pytest.approx(min(malaflow.trust.shortest_distance(
+        malaflow.open_snapshot(be2_catalog.store_path(i))["positions"].values, atoms.cell) for i in ("be2-0", "be2-1")))
+    assert 1.5 < trained < 2.3  # Be–Be in hcp Be: 2.22 Å, less the thermal displacements
+    assert model.predict(atoms).attrs["warnings"] == []
+    close = atoms.copy()
+    close.positions[1] = close.positions[0] + [0.01, 0.0, 0.0]
+    [warning] = model.predict(close).attrs["warnings"]
+    assert "atoms 0.010 Å apart" in warning
+    [warning] = model.predict(atoms, grid_shape=(2, 2, 2)).attrs["warnings"]
+    assert "coarser than the training grid" in warning
+    close.calc = malaflow.Calculator(model)
+    close.get_potential_energy()
+    assert close.calc.results["warnings"] and 0.0 <= close.calc.results["extrapolated"] <= 1.0
+    obs, share = malaflow.trust.observables_with_trust(model.predict(atoms))
+    assert obs.band_energy == pytest.approx(malaflow.observables(model.predict(atoms)).band_energy, rel=1e-12)
+    assert share == pytest.approx(model.outside_training(malaflow.compute_descriptors(
+        atoms, "gaussian", grid_shape=(18, 18, 27), progress=False)), abs=1e-12)
 
 
 def test_a_supercell_prediction_is_the_tiled_cell_prediction(gaussian_model):

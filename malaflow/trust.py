@@ -1,0 +1,69 @@
+"""Whether a prediction can be trusted: the checks a model makes on the structures and
+grids it is asked about, and the share of grid points where it extrapolates.
+
+A network maps descriptors to an LDOS wherever it is evaluated; it cannot say it is
+outside what it learned. These checks can: atoms much closer than any pair the model
+was trained on, a grid much coarser than the training grid (the LDOS is point-wise, the
+integrals over it degrade), descriptors outside the training range.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from .observables import observables
+from .plugins import get_plugin
+
+log = logging.getLogger(__name__)
+
+#: an atom pair closer than this fraction of the shortest training distance is flagged
+CLOSE_FRACTION = 0.5
+#: a grid step longer than this multiple of the training grid step is flagged
+COARSE_FACTOR = 2.0
+
+
+def shortest_distance(positions: Any, cell: Any, pbc: Any = (True, True, True)) -> float:
+    """The shortest interatomic distance (Å) with periodic images; inf for one atom alone."""
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    atoms = Atoms(positions=np.asarray(positions), cell=np.asarray(cell), pbc=pbc)
+    for cutoff in (4.0, 8.0, 16.0):
+        d = neighbor_list("d", atoms, cutoff)
+        if len(d):
+            return float(d.min())
+    return float("inf")
+
+
+def structure_warnings(model: Any, positions: Any, cell: Any, grid: tuple[int, int, int]) -> list[str]:
+    """What makes a prediction of this structure on this grid doubtful, in words."""
+    found = []
+    trained = model.metadata.get("min_distance")
+    if trained:
+        shortest = shortest_distance(positions, cell)
+        if shortest < CLOSE_FRACTION * trained:
+            found.append(f"atoms {shortest:.3f} Å apart, where the closest pair in the training data was "
+                         f"{trained:.3f} Å: the prediction is unphysical here")
+    steps = np.linalg.norm(np.asarray(cell, dtype=float), axis=1) / np.asarray(grid)
+    coarse = [f"{'abc'[i]}: {s:.3f} Å vs {t:.3f} Å" for i, (s, t) in enumerate(zip(steps, model.grid_spacing))
+              if s > COARSE_FACTOR * t]
+    if coarse:
+        found.append(f"grid steps far coarser than the training grid's ({'; '.join(coarse)}): "
+                     "integrals over the LDOS lose accuracy; use the default grid or a finer one")
+    return found
+
+
+def observables_with_trust(predicted: xr.Dataset, scheme: str = "analytic") -> tuple[Any, float]:
+    """The observables of a prediction and the share of its grid points where the model
+    extrapolates, from one pass over the descriptor chunks (DOS and share together)."""
+    lazy_dos = get_plugin("targets", "ldos")().dos(predicted)
+    if "extrapolated" not in predicted:
+        return observables(predicted, scheme=scheme), float("nan")
+    dos, share = dask.compute(lazy_dos, predicted["extrapolated"].mean())
+    ds = xr.Dataset({"dos": dos}, attrs={k: predicted.attrs[k] for k in ("temperature", "n_electrons")})
+    return observables(ds, target="dos", scheme=scheme), float(share)
