@@ -110,7 +110,12 @@ def md_frames(crystal, count: int, seed: int, md: dict[str, Any]) -> list:
     from ase.calculators.emt import EMT, parameters
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta  # ASE ≥ 3.29
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     s = md_settings(md)
     missing = set(crystal.get_chemical_symbols()) - set(parameters)
@@ -130,11 +135,11 @@ def md_frames(crystal, count: int, seed: int, md: dict[str, Any]) -> list:
             dyn.run(int(steps))
 
     if s["phase"] == "liquid":
-        MaxwellBoltzmannDistribution(atoms, temperature_K=float(s["melt_temperature"]), rng=rng)
+        thermalize_momenta(atoms, temperature_K=float(s["melt_temperature"]), rng=rng)
         Stationary(atoms)
         run(s["melt_steps"], float(s["melt_temperature"]))
     else:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         Stationary(atoms)
     run(s["equilibration"], temperature)
     frames = []
