@@ -12,28 +12,26 @@ from .observables import observables
 from .plugins import get_plugin
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*grid: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure and its axes made without pyplot: no backend is chosen or switched (a
+    notebook's stays as it was), and nothing is left in pyplot's figure registry."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def _save(fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
     return Path(path)
 
 
 def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str = "ldos") -> Path:
     """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored)."""
-    plt = _pyplot()
     dos = get_plugin("targets", target)().dos(ds)
     obs = observables(ds, target=target, scheme=scheme)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ax.plot(dos["energy"], dos.values, "o-", label="DOS from the LDOS")
     ax.axvline(obs.fermi_energy, color="C3", ls="--", label=f"E_F = {obs.fermi_energy:.4f} eV ({scheme})")
     if ds.attrs.get("fermi_energy") is not None:
@@ -48,9 +46,8 @@ def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target:
 def plot_dos_comparison(predicted: xr.Dataset, reference: xr.Dataset, path: str | Path,
                         scheme: str = "analytic", title: str = "") -> Path:
     """PNG of the predicted DOS over the reference one, each with its Fermi level."""
-    plt = _pyplot()
     target = get_plugin("targets", "ldos")()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     for ds, label, color in ((reference, "DFT LDOS", "0.3"), (predicted, "predicted", "C0")):
         obs = observables(ds, scheme=scheme)
         dos = target.dos(ds)
@@ -69,12 +66,11 @@ def plot_density_slice(
     scheme: str = "analytic", target: str = "ldos",
 ) -> Path:
     """PNG of the electron density n(r) on one grid plane (default: the middle z plane)."""
-    plt = _pyplot()
     obs = observables(ds, target=target, scheme=scheme)
     n = get_plugin("targets", target)().density(ds, obs.fermi_energy, scheme)
     index = ds.sizes[axis] // 2 if index is None else index
     plane = n.isel({axis: index}).values  # only this plane is computed
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _subplots(figsize=(5, 4))
     im = ax.imshow(np.asarray(plane).T, origin="lower", cmap="viridis")
     fig.colorbar(im, ax=ax, label="n (1/Å³)")
     dims = [d for d in ("x", "y", "z") if d != axis]
@@ -89,8 +85,7 @@ def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
     (left), and each trial's objective against its epochs, pruned ones dashed (right)."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = _subplots(1, 2, figsize=(11, 4))
     best, front = float("inf"), []
     for t in study.trials:
         if t.value is None:
@@ -120,9 +115,8 @@ def plot_study_history(study: Any, label: str, path: str | Path) -> Path:
 
 def plot_param_importances(importances: dict[str, float], path: str | Path) -> Path:
     """PNG bar chart: how much each parameter matters to the objective."""
-    plt = _pyplot()
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(names)))
+    fig, ax = _subplots(figsize=(6, 0.5 + 0.4 * len(names)))
     ax.barh(names, [importances[n] for n in names], color="C0")
     ax.set_xlabel("importance (Optuna's evaluator, sums to 1)")
     ax.set_title("parameter importances")
