@@ -33,10 +33,13 @@ def mala_data() -> Path:
     return MALA_DATA
 
 
-@pytest.fixture(scope="session")
-def shared_mala_data() -> Path:
+@pytest.fixture()
+def shared_mala_data(request) -> Path:
     """The whole of MALA's test data beside the repository (../shared, as CI lays it out):
-    large optional files (Al36 subsampled LDOS) that the repository does not ship."""
+    large optional files (Al36 subsampled LDOS) that the repository does not ship. Only for
+    tests marked ``shared_data``."""
+    if request.node.get_closest_marker("shared_data") is None:
+        pytest.fail(f"{request.node.nodeid} reads ../shared: mark it shared_data (optional large data)")
     if not SHARED_DATA.is_dir():
         pytest.skip(f"optional large reference data not found at {SHARED_DATA}")
     return SHARED_DATA
@@ -58,7 +61,7 @@ def at_points(grid_values: np.ndarray, index: np.ndarray | None) -> np.ndarray:
 
 @pytest.fixture()
 def be2_copy(mala_data: Path, tmp_path: Path) -> Path:
-    """A writable copy of the Be2 folder (the shared one is read-only)."""
+    """A writable copy of the Be2 reference folder (its links into the demo data resolved)."""
     dest = tmp_path / "Be2"
     shutil.copytree(mala_data / "Be2", dest)
     for p in dest.rglob("*"):

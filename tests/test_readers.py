@@ -42,6 +42,7 @@ def test_mala_be2_snapshots(mala_data, be_info, i):
     assert snap.attrs["ldos_broadening"] == 5.0  # degauss_ldos of recreate_data/Be.pp.ldos.in
 
 
+@pytest.mark.shared_data
 def test_mala_al36_subsampled_with_metadata_from_pw_output(shared_mala_data):
     snap = malaflow.read_snapshot(shared_mala_data / "Al36" / "Al_debug_2k_nr0.in.npy")
     assert snap.grid_shape == (100, 20, 1) and snap.attrs["dft_grid_shape"] == [108, 108, 100]
