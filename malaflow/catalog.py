@@ -244,7 +244,7 @@ class Catalog:
         if split is not None and split not in SPLITS:
             raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         store_path = Path(store) if store is not None else self.root / self.store_dir / f"{id}.zarr"
-        unrecorded = store_path.exists() and store_path.resolve() not in {self.resolve(r.store) for r in self.records}
+        unrecorded = store_path.exists() and store_path.resolve() not in self._recorded_stores()
         if unrecorded:  # left by an add killed between writing the store and saving the record
             log.warning("%s exists but no record names it (an interrupted add?): replacing it", store_path)
         write_snapshot(snapshot, store_path, chunks=chunks, overwrite=overwrite or unrecorded)
@@ -281,8 +281,11 @@ class Catalog:
         """Stores in the store folder that no record names (e.g. from an add killed after
         writing its store): ``catalog validate`` lists them; adding their id replaces them."""
         folder = self.root / self.store_dir
-        recorded = {self.resolve(r.store) for r in self.records}
+        recorded = self._recorded_stores()
         return sorted(p for p in folder.glob("*.zarr") if p.resolve() not in recorded) if folder.is_dir() else []
+
+    def _recorded_stores(self) -> set[Path]:
+        return {self.resolve(r.store) for r in self.records}
 
     def verify(self, id: str) -> None:
         """Check the raw files of a record against their recorded checksums."""

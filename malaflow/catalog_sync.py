@@ -28,19 +28,15 @@ class State:
 
     def merge_onto(self, base: State, disk: Catalog, into: Catalog) -> None:
         """Set ``into``'s content to ``disk`` plus the changes from ``base`` to ``self``."""
-        ours = {r.id: r for r in into.records}
-        records = {r.id: r for r in disk.records}
-        for id, entry in self.records.items():
-            if base.records.get(id) != entry:
-                records[id] = ours[id]
-        for id in set(base.records) - set(self.records):
-            records.pop(id, None)
-        into.records = list(records.values())
+        records = {**{r.id: r for r in disk.records}, **{r.id: r for r in into.records}}
+        theirs = {r.id: r.to_yaml() for r in disk.records}
+        into.records = [records[id] for id in _merged(base.records, self.records, theirs)]
         into.datasets = _merged(base.datasets, self.datasets, disk.datasets)
         into.failed = _merged(base.failed, self.failed, disk.failed)
 
 
 def _merged(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """``theirs`` with the keys ``ours`` added or changed since ``base``, less those it removed."""
     out = dict(theirs)
     out.update({k: v for k, v in ours.items() if base.get(k) != v})
     for k in set(base) - set(ours):

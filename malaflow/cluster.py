@@ -66,8 +66,8 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     return config
 
 
-# key → smallest value allowed; whole numbers unless noted
-_MINIMUM = {"workers": 1, "threads_per_worker": 1, "jobs": 0, "cores": 1, "gpus_per_worker": 0}
+# counts: key → smallest whole number allowed
+_MINIMUM = {"workers": 1, "threads_per_worker": 1, "jobs": 0, "cores": 1}
 
 
 def _check_ranges(config: Mapping[str, Any], label: str) -> None:
@@ -77,12 +77,11 @@ def _check_ranges(config: Mapping[str, Any], label: str) -> None:
             raise ParameterError(f"{label}: {key} must be a whole number ≥ {low}, got {value!r}")
 
     for key, low in _MINIMUM.items():
-        if key in config and config[key] is not None:
-            if key == "gpus_per_worker":
-                if isinstance(config[key], bool) or not isinstance(config[key], (int, float)) or config[key] < 0:
-                    raise ParameterError(f"{label}: gpus_per_worker must be a number ≥ 0, got {config[key]!r}")
-            else:
-                whole(key, config[key], low)
+        if config.get(key) is not None:
+            whole(key, config[key], low)
+    gpus = config.get("gpus_per_worker")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0):
+        raise ParameterError(f"{label}: gpus_per_worker must be a number ≥ 0, got {gpus!r}")
     if config.get("kind") != "local" and "processes" in config:
         whole("processes", config["processes"], 1)
     if "adaptive" in config:

@@ -9,7 +9,6 @@ integrals over it degrade), descriptors outside the training range.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import dask
@@ -18,8 +17,6 @@ import xarray as xr
 
 from .observables import observables
 from .plugins import get_plugin
-
-log = logging.getLogger(__name__)
 
 #: an atom pair closer than this fraction of the shortest training distance is flagged
 CLOSE_FRACTION = 0.5
@@ -61,9 +58,9 @@ def structure_warnings(model: Any, positions: Any, cell: Any, grid: tuple[int, i
 def observables_with_trust(predicted: xr.Dataset, scheme: str = "analytic") -> tuple[Any, float]:
     """The observables of a prediction and the share of its grid points where the model
     extrapolates, from one pass over the descriptor chunks (DOS and share together)."""
-    lazy_dos = get_plugin("targets", "ldos")().dos(predicted)
     if "extrapolated" not in predicted:
         return observables(predicted, scheme=scheme), float("nan")
+    lazy_dos = get_plugin("targets", "ldos")().dos(predicted)
     dos, share = dask.compute(lazy_dos, predicted["extrapolated"].mean())
     ds = xr.Dataset({"dos": dos}, attrs={k: predicted.attrs[k] for k in ("temperature", "n_electrons")})
     return observables(ds, target="dos", scheme=scheme), float(share)

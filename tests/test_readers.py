@@ -363,3 +363,14 @@ def test_qe_cubes_of_another_configuration_are_refused(be2_copy):
     cube.write_text("\n".join(lines))
     with pytest.raises(InputFileError, match=r"atom 1 differs \(Z = 3, Be_snapshot0\.out Z = 4\)"):
         malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+
+
+def test_mala_descriptor_parameters_named_in_the_info_json(be2_copy):
+    info = json.loads((be2_copy / "Be_snapshot0.info.json").read_text())
+    (be2_copy / "Be_snapshot0.info.json").write_text(json.dumps({**info, "descriptor_parameters": {"twojmax": 10}}))
+    snap = malaflow.read_snapshot(be2_copy / "Be_snapshot0.out.npy")
+    assert snap.descriptors["bispectrum"].attrs["params"] == {"twojmax": 10}
+    assert "descriptor_parameters" not in snap.attrs
+    (be2_copy / "Be_snapshot0.info.json").write_text(json.dumps({**info, "descriptor_parameters": "mala"}))
+    with pytest.raises(InputFileError, match=r"Be_snapshot0\.info\.json: descriptor_parameters must be a mapping"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out.npy")

@@ -91,24 +91,19 @@ def _on_grid(coordinates: np.ndarray | None, cell: np.ndarray, grid: tuple[int, 
     return bool(np.abs(fractional - np.round(fractional)).max() < 1e-3)
 
 
-def _descriptor_params(given: Mapping[str, Any] | str | None, info: Path) -> dict[str, Any] | None:
-    """The parameters of X.in.npy: given, named in the info.json, or None (unknown)."""
+def _descriptor_params(given: Mapping[str, Any] | str | None, named: Any, in_npy: Path,
+                       metadata: Path) -> dict[str, Any] | None:
+    """The parameters of X.in.npy: ``given`` by the caller, ``named`` by the metadata
+    (its ``descriptor_parameters``), or None (unknown)."""
     if given == "mala":
         return dict(MALA_BISPECTRUM_PARAMS)
     if isinstance(given, str):
-        raise InputFileError(info.with_suffix("").with_suffix(".in.npy"),
-                             f"descriptor_params={given!r}: give a mapping of parameters or \"mala\"")
+        raise InputFileError(in_npy, f"descriptor_params={given!r}: give a mapping of parameters or \"mala\"")
     if given is not None:
         return dict(given)
-    if info.is_file():
-        try:
-            named = json.loads(info.read_text()).get("descriptor_parameters")
-        except json.JSONDecodeError:
-            return None  # reported when the metadata is read
-        if named is not None and not isinstance(named, dict):
-            raise InputFileError(info, "descriptor_parameters must be a mapping of parameter to value")
-        return named
-    return None
+    if named is not None and not isinstance(named, dict):
+        raise InputFileError(metadata, "descriptor_parameters must be a mapping of parameter to value")
+    return named
 
 
 class MalaReader(Reader):
@@ -156,11 +151,11 @@ class MalaReader(Reader):
             snap.ldos, snap.energies = ldos, energies
             snap.attrs["ldos_broadening"] = broadening
             raw += [files[".out.npy"]] + ([grid_source] if grid_source else [])
-        coordinates = None
+        coordinates, named = None, snap.attrs.pop("descriptor_parameters", None)
         if load_descriptors and files[".in.npy"].is_file():
             x = _load_npy(files[".in.npy"], "the descriptors")
             coordinates = x[..., :3]
-            params = _descriptor_params(descriptor_params, files[".info.json"])
+            params = _descriptor_params(descriptor_params, named, files[".in.npy"], Path(raw[0]))
             if params is None:
                 log.warning("%s: the parameters that made it are unknown; stored as %s-unknown "
                             "(pass descriptor_params to use it as %s)", files[".in.npy"].name, descriptor_name,
@@ -256,7 +251,8 @@ class MalaReader(Reader):
                 reference={v: float(info[k]) for k, v in ref_keys.items() if k in info},
                 code="mala",
                 attrs={
-                    k: info[k] for k in ("ecutwfc", "ecutrho", "degauss", "pseudopotentials") if k in info
+                    k: info[k] for k in ("ecutwfc", "ecutrho", "degauss", "pseudopotentials", "descriptor_parameters")
+                    if k in info
                 },
             )
         except json.JSONDecodeError as exc:
