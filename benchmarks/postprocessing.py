@@ -53,12 +53,11 @@ def mala(stem: str) -> dict:
 
 def malaflow(stem: str) -> dict:
     import malaflow as mf
-    from malaflow_plugins.targets.ldos import LDOSTarget
 
     t0 = time.perf_counter()
     ds = mf.read_snapshot(stem + ".info.json", reader="mala", energy_grid=(-5.0, 2.5)).to_dataset()
     obs = mf.observables(ds)
-    density = LDOSTarget().density(ds, obs.fermi_energy).values
+    density = mf.get_target("ldos").density(ds, obs.fermi_energy).values
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "fermi": obs.fermi_energy, "band": obs.band_energy, "n_sum": float(density.sum())}
 

@@ -22,6 +22,7 @@ from .snapshot import (
     write_snapshot,
 )
 from .plugins import get_plugin, list_plugins
+from .targets import Target, get_target
 from .readers import Reader, read_snapshot
 from .catalog import Catalog
 from .observables import energy_terms, observables
@@ -58,6 +59,8 @@ __all__ = [
     "Reader",
     "Snapshot",
     "StoreError",
+    "Target",
+    "get_target",
     "descriptor_array",
     "get_plugin",
     "hookimpl",

@@ -31,6 +31,7 @@ from .descriptors import Descriptor, Structure, check_grid, get_descriptor
 from .errors import MalaflowError, PluginError, StoreError
 from .models import get_model
 from .snapshot import FORMAT_VERSION, SPATIAL_DIMS, UNITS, Chunks
+from .targets import DEFAULT_TARGET, get_target
 from .trust import structure_warnings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class TrainedModel:
     dft: dict[str, Any] = field(default_factory=dict)
     #: per-feature [minima, maxima] of the training descriptors (None for older models)
     input_range: list[list[float]] | None = None
+    #: the target plugin whose variable the network predicts
+    target: str = DEFAULT_TARGET
 
     # ------------------------------------------------------------------ files
 
@@ -77,8 +80,8 @@ class TrainedModel:
             "malaflow_model": 1,
             "model": self.model,
             "descriptor": self.descriptor,
-            "target": {"name": "ldos", "energies": self.energies.tolist(), "temperature": self.temperature,
-                       "units": UNITS["ldos"]},
+            "target": {"name": self.target, "energies": self.energies.tolist(), "temperature": self.temperature,
+                       "units": UNITS.get(self.variable)},
             "scalers": {"inputs": self.x_scaler.to_dict(), "outputs": self.y_scaler.to_dict()},
             "valence": self.valence,
             "grid_spacing": self.grid_spacing,
@@ -125,10 +128,15 @@ class TrainedModel:
             network, meta["model"], meta["descriptor"], x_scaler, y_scaler,
             np.asarray(target["energies"], dtype=float), float(target["temperature"]),
             {k: float(v) for k, v in meta["valence"].items()}, list(meta["grid_spacing"]), meta.get("metadata", {}),
-            meta.get("dft", {}), meta.get("input_range"),
+            meta.get("dft", {}), meta.get("input_range"), target.get("name") or DEFAULT_TARGET,
         )
 
     # ------------------------------------------------------------------ use
+
+    @property
+    def variable(self) -> str:
+        """The dataset variable the network predicts (``ldos`` for the LDOS target)."""
+        return get_target(self.target).variable
 
     def descriptor_plugin(self) -> Descriptor:
         return get_descriptor(self.descriptor["plugin"], self.descriptor["params"])
@@ -208,11 +216,12 @@ class TrainedModel:
         attrs = {
             "malaflow_format": FORMAT_VERSION, "cell": s.cell.tolist(), "pbc": list(s.pbc), "grid_shape": list(grid),
             "temperature": self.temperature, "n_electrons": self.n_electrons(s.numbers), "fermi_energy": None,
+            "target": self.target,
             "reference": {}, "code": "malaflow-prediction", "provenance": {"model": self.metadata.get("path")},
             "units": UNITS, **self.dft, "warnings": warnings,
         }
         variables = {
-            "ldos": (SPATIAL_DIMS + ("energy",), ldos, {"units": UNITS["ldos"]}),
+            self.variable: (SPATIAL_DIMS + ("energy",), ldos, {"units": UNITS.get(self.variable)}),
             "positions": (("atom", "xyz"), s.positions, {"units": "Angstrom"}),
             "numbers": (("atom",), s.numbers),
         }

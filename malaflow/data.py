@@ -97,7 +97,7 @@ class SnapshotPair:
     blocks: list[tuple[slice, slice, slice]]
 
     @classmethod
-    def open(cls, store: str | Path, descriptor: str, target: str = "ldos") -> SnapshotPair:
+    def open(cls, store: str | Path, descriptor: str, target: str) -> SnapshotPair:
         store = Path(store)
         ds = open_snapshot(store)
         if target not in ds:
@@ -125,7 +125,8 @@ class SnapshotPair:
         return x.reshape(-1, x.shape[3]), y.reshape(-1, y.shape[3])
 
 
-def open_pairs(stores: Sequence[str | Path], descriptor: str, target: str = "ldos") -> list[SnapshotPair]:
+def open_pairs(stores: Sequence[str | Path], descriptor: str, target: str) -> list[SnapshotPair]:
+    """Descriptor and target arrays (``target``: the dataset variable) of each store."""
     pairs = [SnapshotPair.open(s, descriptor, target) for s in stores]
     if not pairs:
         raise MalaflowError("no snapshots selected")

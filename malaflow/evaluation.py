@@ -11,7 +11,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from .observables import observables
+from .observables import observables, target_of
 from .snapshot import open_descriptors, open_snapshot
 
 
@@ -31,14 +31,12 @@ class Errors:
 
 def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Errors:
     """Errors of a predicted snapshot dataset against a reference one on the same grid."""
-    from .plugins import get_plugin
-
-    target = get_plugin("targets", "ldos")()
-    ours, theirs = observables(predicted), observables(reference)
+    target = target_of(predicted)
+    ours, theirs = observables(predicted, target.name), observables(reference, target.name)
     n_atoms = reference.sizes["atom"]
     n_pred = target.density(predicted, ours.fermi_energy)
     n_ref = target.density(reference, theirs.fermi_energy)
-    diff = (predicted["ldos"] - reference["ldos"].astype(np.float64)) ** 2
+    diff = (predicted[target.variable] - reference[target.variable].astype(np.float64)) ** 2
     mse, l1, norm = (float(v) for v in dask.compute(diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum()))
     return Errors(
         snapshot=name,

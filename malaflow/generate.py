@@ -25,6 +25,7 @@ from typing import Any
 
 from .catalog import Catalog
 from .errors import MalaflowError, ParameterError
+from .physics.pseudopotential import read_upf
 from .readers import read_yaml, sha256
 from .sampling import configurations
 from .units import KB_EV, RYDBERG_EV
@@ -103,7 +104,6 @@ def pw_input(atoms, qe: QESettings, temperature: float) -> str:
     for s in symbols:
         if not (Path(qe.pseudo_dir) / qe.pseudopotentials[s]).is_file():
             raise GenerationError(f"pseudopotential {qe.pseudopotentials[s]} not found in {qe.pseudo_dir}")
-    from malaflow_plugins.targets.total_energy import read_upf
 
     electrons = sum(read_upf(Path(qe.pseudo_dir) / qe.pseudopotentials[s]).z_valence for s in atoms.get_chemical_symbols())
     # metals at finite temperature: 20 % more bands than occupied, at least 4 more

@@ -10,18 +10,26 @@ import numpy as np
 import xarray as xr
 
 from .errors import MalaflowError
-from .plugins import get_plugin
+from .physics.energy import energy_terms as terms
+from .physics.pseudopotential import read_upf
 from .readers import sha256
+from .targets import DEFAULT_TARGET, get_target
 
 
-def observables(ds: xr.Dataset, target: str = "ldos", scheme: str = "analytic", **options: Any):
+def observables(ds: xr.Dataset, target: str | None = None, scheme: str = "analytic", **options: Any):
     """Fermi level, electron count, band energy and −TS of a snapshot (eV, K).
 
-    The work is the target plugin's (``ldos`` by default); ``scheme`` is
+    The work is the target plugin's: ``target``, else the one the dataset names
+    (attribute ``target``, set on predictions), else ``ldos``; ``scheme`` is
     ``"analytic"`` (exact Fermi–Dirac integrals of a piecewise-linear DOS) or
     ``"quadrature"``. Options: ``temperature``, ``n_electrons``, ``fermi_energy``.
     """
-    return get_plugin("targets", target)().observables(ds, scheme=scheme, **options)
+    return target_of(ds, target).observables(ds, scheme=scheme, **options)
+
+
+def target_of(ds: xr.Dataset, name: str | None = None):
+    """The target plugin for a dataset: ``name``, else the dataset's ``target`` attribute, else the default."""
+    return get_target(name or ds.attrs.get("target") or DEFAULT_TARGET)
 
 
 def pseudopotential_dirs(ds: xr.Dataset, pseudo_dir: str | Path | None = None) -> list[Path]:
@@ -48,8 +56,6 @@ def find_pseudopotentials(ds: xr.Dataset, pseudo_dir: str | Path | None = None) 
     """{element: Pseudopotential} for the UPF files a snapshot names. Where the snapshot
     records their SHA-256 (the QE reader does), a file of the same name with other
     content is passed over."""
-    from malaflow_plugins.targets.total_energy import read_upf
-
     names = ds.attrs.get("pseudopotentials") or {}
     if not names:
         raise MalaflowError("the snapshot does not name its pseudopotentials (attribute 'pseudopotentials')")
@@ -90,10 +96,7 @@ def energy_terms(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str | Pat
 
 def energy_terms_from(ds: xr.Dataset, obs: Any, scheme: str = "analytic", pseudo_dir: str | Path | None = None):
     """:func:`energy_terms` with the observables (Fermi level, band energy) already at hand."""
-    from malaflow_plugins.targets.total_energy import energy_terms as terms
-
-    target = get_plugin("targets", "ldos")()
-    density = target.density(ds, obs.fermi_energy, scheme).values
+    density = target_of(ds).density(ds, obs.fermi_energy, scheme).values
     return terms(density, np.array(ds.attrs["cell"]), ds["positions"].values, ds["numbers"].values,
                  find_pseudopotentials(ds, pseudo_dir), obs.band_energy, obs.entropy_contribution,
                  ds.attrs.get("ecutrho"))

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .observables import observables
-from .plugins import get_plugin
+from .observables import observables, target_of
 
 
 def _subplots(*grid: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -27,10 +26,11 @@ def _save(fig: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str = "ldos") -> Path:
+def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str | None = None) -> Path:
     """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored)."""
-    dos = get_plugin("targets", target)().dos(ds)
-    obs = observables(ds, target=target, scheme=scheme)
+    plugin = target_of(ds, target)
+    dos = plugin.dos(ds)
+    obs = plugin.observables(ds, scheme=scheme)
     fig, ax = _subplots(figsize=(6, 4))
     ax.plot(dos["energy"], dos.values, "o-", label="DOS from the LDOS")
     ax.axvline(obs.fermi_energy, color="C3", ls="--", label=f"E_F = {obs.fermi_energy:.4f} eV ({scheme})")
@@ -46,10 +46,10 @@ def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target:
 def plot_dos_comparison(predicted: xr.Dataset, reference: xr.Dataset, path: str | Path,
                         scheme: str = "analytic", title: str = "") -> Path:
     """PNG of the predicted DOS over the reference one, each with its Fermi level."""
-    target = get_plugin("targets", "ldos")()
+    target = target_of(predicted)
     fig, ax = _subplots(figsize=(6, 4))
     for ds, label, color in ((reference, "DFT LDOS", "0.3"), (predicted, "predicted", "C0")):
-        obs = observables(ds, scheme=scheme)
+        obs = observables(ds, target.name, scheme=scheme)
         dos = target.dos(ds)
         ax.plot(dos["energy"], dos.values, "o-" if label == "DFT LDOS" else "s--", color=color,
                 label=f"{label}: E_F = {obs.fermi_energy:.3f} eV, E_band = {obs.band_energy:.4f} eV")
@@ -63,11 +63,12 @@ def plot_dos_comparison(predicted: xr.Dataset, reference: xr.Dataset, path: str 
 
 def plot_density_slice(
     ds: xr.Dataset, path: str | Path, axis: str = "z", index: int | None = None,
-    scheme: str = "analytic", target: str = "ldos",
+    scheme: str = "analytic", target: str | None = None,
 ) -> Path:
     """PNG of the electron density n(r) on one grid plane (default: the middle z plane)."""
-    obs = observables(ds, target=target, scheme=scheme)
-    n = get_plugin("targets", target)().density(ds, obs.fermi_energy, scheme)
+    plugin = target_of(ds, target)
+    obs = plugin.observables(ds, scheme=scheme)
+    n = plugin.density(ds, obs.fermi_energy, scheme)
     index = ds.sizes[axis] // 2 if index is None else index
     plane = n.isel({axis: index}).values  # only this plane is computed
     fig, ax = _subplots(figsize=(5, 4))

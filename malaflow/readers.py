@@ -20,6 +20,10 @@ from .plugins import get_plugin, list_plugins
 from .snapshot import Snapshot
 
 
+#: a Fortran-style real number in text output (also 1.0D-3)
+FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][-+]?\d+)?"
+
+
 class Reader:
     """Base class of reader plugins: override ``name``, ``can_read`` and ``read``."""
 
@@ -49,6 +53,20 @@ def read_snapshot(path: str | Path, reader: str | None = None, **options: Any) -
 
 
 # --------------------------------------------------------------------------- files
+
+
+def glob_files(spec: Any, base: Path, pattern: str) -> list[Path]:
+    """A list of files from a directory (with ``pattern``), a glob, or a list of paths."""
+    if isinstance(spec, (list, tuple)):
+        return [Path(s) for s in spec]
+    spec = Path(spec)
+    if not spec.is_absolute():
+        spec = base / spec
+    if spec.is_dir():
+        return sorted(spec.glob(pattern))
+    if any(c in str(spec) for c in "*?["):
+        return sorted(spec.parent.glob(spec.name))
+    return [spec]
 
 
 def require_file(path: str | Path, what: str) -> Path:

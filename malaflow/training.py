@@ -31,11 +31,13 @@ from .catalog import Catalog, default_catalog_path
 from .compute import session_client, task_resources, compute_descriptors
 from .data import SCALINGS, BatchLoader, Scaler, feature_range, open_pairs
 from .descriptors import get_descriptor
+from .devices import torch_device
 from .errors import MalaflowError, ParameterError
 from .params import check_keys
 from .models import get_model
 from .readers import read_yaml
 from .snapshot import open_snapshot
+from .targets import DEFAULT_TARGET, get_target
 from .trust import shortest_distance
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class TrainingConfig:
     validation: dict[str, Any] = field(default_factory=lambda: {"split": "validation"})
     descriptor: dict[str, Any] = field(default_factory=lambda: {"plugin": "bispectrum", "params": {}})
     model: dict[str, Any] = field(default_factory=lambda: {"plugin": "feedforward", "params": {}})
+    target: str = DEFAULT_TARGET
     epochs: int = 100
     batch_size: int = 64
     optimizer: str = "adam"
@@ -120,14 +123,6 @@ def select_ids(cat: Catalog, selection: Mapping[str, Any], what: str) -> list[st
     if not ids:
         raise MalaflowError(f"the {what} selection {dict(selection)} matches no snapshot in {cat.path}")
     return ids
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("training config: device 'cuda' asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def _valence(cat: Catalog, ids: list[str], given: Mapping[str, float] | None) -> dict[str, float]:
@@ -207,9 +202,9 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     cat, train_ids, val_ids, stores = selected.catalog, selected.train, selected.validation, selected.stores
     descriptor = get_descriptor(config.descriptor["plugin"], config.descriptor.get("params") or {})
     compute_descriptors(list(stores.values()), descriptor, progress=progress)
-    name = descriptor.store_name()
-    train_pairs = open_pairs([stores[i] for i in train_ids], name)
-    val_pairs = open_pairs([stores[i] for i in val_ids], name)
+    name, variable = descriptor.store_name(), get_target(config.target).variable
+    train_pairs = open_pairs([stores[i] for i in train_ids], name, variable)
+    val_pairs = open_pairs([stores[i] for i in val_ids], name, variable)
     x_scaler = Scaler.fit(config.input_scaling, [p.flat()[0] for p in train_pairs])
     input_range = feature_range([p.flat()[0] for p in train_pairs])
     y_scaler = Scaler.fit(config.output_scaling, [p.flat()[1] for p in train_pairs])
@@ -218,7 +213,7 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     val_loader = BatchLoader(val_pairs, x_scaler, y_scaler, max(config.batch_size, 4096), False,
                              config.shuffle_buffer, config.cache_mb, config.seed)
 
-    device = _device(config.device)
+    device = torch_device(config.device, "training config")
     torch.manual_seed(config.seed)
     model_plugin = get_model(config.model["plugin"], config.model.get("params") or {})
     n_in, n_out = train_pairs[0].inputs.shape[3], train_pairs[0].outputs.shape[3]
@@ -303,7 +298,7 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
          "early_stopped": stopped,
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},
-        _dft_settings(first, out), [r.tolist() for r in input_range],
+        _dft_settings(first, out), [r.tolist() for r in input_range], config.target,
     )
     return trained.save(out)
 

@@ -15,8 +15,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from .observables import observables
-from .plugins import get_plugin
+from .observables import observables, target_of
 
 #: an atom pair closer than this fraction of the shortest training distance is flagged
 CLOSE_FRACTION = 0.5
@@ -60,7 +59,7 @@ def observables_with_trust(predicted: xr.Dataset, scheme: str = "analytic") -> t
     extrapolates, from one pass over the descriptor chunks (DOS and share together)."""
     if "extrapolated" not in predicted:
         return observables(predicted, scheme=scheme), float("nan")
-    lazy_dos = get_plugin("targets", "ldos")().dos(predicted)
+    lazy_dos = target_of(predicted).dos(predicted)
     dos, share = dask.compute(lazy_dos, predicted["extrapolated"].mean())
     ds = xr.Dataset({"dos": dos}, attrs={k: predicted.attrs[k] for k in ("temperature", "n_electrons")})
     return observables(ds, target="dos", scheme=scheme), float(share)

@@ -2,8 +2,7 @@
 
 ``xr.open_dataset("Be.out", engine="malaflow_qe", ldos="cubes/")`` runs the ``qe``
 reader plugin and returns the snapshot's dataset. A reader plugin exposes itself by
-subclassing :class:`ReaderBackend` and declaring it in the ``xarray.backends``
-entry-point group.
+declaring ``backend_for(ItsReader)`` in the ``xarray.backends`` entry-point group.
 """
 
 from __future__ import annotations
@@ -32,3 +31,9 @@ class ReaderBackend(BackendEntrypoint):
             return get_plugin("readers", self.reader_name)().can_read(Path(filename_or_obj))
         except Exception:
             return False
+
+
+def backend_for(reader: type) -> type[ReaderBackend]:
+    """The xarray backend class of a reader plugin class."""
+    return type(f"{reader.__name__}Backend", (ReaderBackend,),
+                {"reader_name": reader.name, "description": reader.description})

@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from malaflow_plugins.targets.ldos import density_of_states
+from malaflow.physics.dos import density_of_states
 from peak_memory import peak_mb, reset_peak
 
 n, n_e, chunk = (int(a) for a in sys.argv[1:4])

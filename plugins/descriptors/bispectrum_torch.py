@@ -34,7 +34,8 @@ import torch
 from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
-from malaflow_plugins.descriptors.bispectrum import BispectrumDescriptor, BispectrumParams
+from malaflow.devices import DEVICE_HELP, check_device_name, torch_device
+from malaflow_plugins.descriptors.bispectrum import BispectrumDescriptor, BispectrumParams, bispectrum_indices
 
 #: neighbour pairs and points handled at once; bounds memory (≈ 1 kB per pair and level)
 PAIRS_PER_STEP = 1 << 12
@@ -43,15 +44,14 @@ POINTS_PER_STEP = 32
 
 @dataclass
 class BispectrumTorchParams(BispectrumParams):
-    device: str = param("auto", "torch device: auto (CUDA if present), cpu, cuda or cuda:N", hashed=False)
+    device: str = param("auto", DEVICE_HELP, hashed=False)
     precision: str = param("float64", "float64 or float32 arithmetic", hashed=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.precision not in ("float64", "float32"):
             raise ParameterError(f"bispectrum_torch: precision must be float64 or float32, got {self.precision!r}")
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
-            raise ParameterError(f"bispectrum_torch: device must be auto, cpu or cuda[:N], got {self.device!r}")
+        check_device_name(self.device, "bispectrum_torch")
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -78,17 +78,6 @@ def clebsch_gordan(j1: int, m1: int, j2: int, m2: int, j: int, m: int) -> float:
         * f((j + m) // 2) * f((j - m) // 2)
     )
     return float(total) * math.sqrt(norm)
-
-
-def bispectrum_indices(twojmax: int) -> list[tuple[int, int, int]]:
-    """(j1, j2, j) of each feature, in LAMMPS's order (2j values)."""
-    return [
-        (j1, j2, j)
-        for j1 in range(twojmax + 1)
-        for j2 in range(j1 + 1)
-        for j in range(j1 - j2, min(twojmax, j1 + j2) + 1, 2)
-        if j >= j1
-    ]
 
 
 def u_offsets(twojmax: int) -> list[int]:
@@ -364,12 +353,7 @@ class BispectrumTorchDescriptor(BispectrumDescriptor):
     resources = {"GPU": 1}
 
     def device(self) -> torch.device:
-        wanted = self.params.device
-        if wanted == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if wanted.startswith("cuda") and not torch.cuda.is_available():
-            raise ParameterError("bispectrum_torch: device='cuda' asked for, but torch sees no CUDA device")
-        return torch.device(wanted)
+        return torch_device(self.params.device, self.name)
 
     def compute(self, points, positions, numbers, structure: Structure):
         order = structure.element_order(self.params.elements, self.name)

@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from malaflow import Snapshot, hookimpl
+from malaflow import Snapshot, get_plugin, hookimpl
 from malaflow.errors import InputFileError
-from malaflow.readers import Reader, check_finite, file_provenance
+from malaflow.readers import FLOAT, Reader, check_finite, file_provenance
 from malaflow.snapshot import descriptor_array
-from malaflow.xarray_backend import ReaderBackend
+from malaflow.xarray_backend import backend_for
 
-from .qe import FLOAT, QEReader, is_pw_output
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,8 @@ class MalaReader(Reader):
         if source is None:
             candidates = [stem.with_name(stem.name + ".out")]
             candidates += sorted(p for p in stem.parent.glob("*.out") if p not in candidates)
-            pw = [p for p in candidates if is_pw_output(p)]
+            qe = get_plugin("readers", "qe")()  # the pw.x output is QE's to read
+            pw = [p for p in candidates if qe.can_read(p)]
             if stem.with_name(stem.name + ".out") in pw:
                 source = pw[0]
             elif len(pw) == 1:
@@ -219,7 +219,7 @@ class MalaReader(Reader):
         if source.suffix == ".json":
             snap = self._from_info_json(source)
         else:
-            snap = QEReader().read(source)
+            snap = get_plugin("readers", "qe")().read(source)
             snap.code = "mala"
             snap.provenance = {"qe_version": snap.provenance.get("qe_version")}
         snap.provenance["_raw"] = [str(source)]
@@ -287,9 +287,7 @@ class MalaReader(Reader):
         return energies[:n], broadening, source
 
 
-class MalaBackend(ReaderBackend):
-    reader_name = "mala"
-    description = MalaReader.description
+MalaBackend = backend_for(MalaReader)
 
 
 @hookimpl

@@ -17,14 +17,12 @@ import numpy as np
 
 from malaflow import Snapshot, hookimpl
 from malaflow.errors import InputFileError
-from malaflow.readers import Reader, TextFile, check_finite, file_provenance, head, sha256
+from malaflow.physics.fermi import fermi_dirac
+from malaflow.readers import FLOAT, Reader, TextFile, check_finite, file_provenance, glob_files, head, sha256
 from malaflow.snapshot import voxel_volume
 from malaflow.units import BOHR_ANGSTROM, KB_EV, RYDBERG_EV
-from malaflow.xarray_backend import ReaderBackend
+from malaflow.xarray_backend import backend_for
 
-from ..targets.fermi_integrals import fermi_dirac
-
-FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][-+]?\d+)?"
 _ENERGY_TERMS = {
     "total_energy": r"^!\s+total energy\s+=",
     "internal_energy": r"internal energy E=F\+TS\s+=",
@@ -267,20 +265,6 @@ def read_ldos_cubes(
     return ldos, energies, broadening
 
 
-def _glob_files(spec: Any, base: Path, pattern: str) -> list[Path]:
-    """A list of files from a directory (with ``pattern``), a glob, or a list of paths."""
-    if isinstance(spec, (list, tuple)):
-        return [Path(s) for s in spec]
-    spec = Path(spec)
-    if not spec.is_absolute():
-        spec = base / spec
-    if spec.is_dir():
-        return sorted(spec.glob(pattern))
-    if any(c in str(spec) for c in "*?["):
-        return sorted(spec.parent.glob(spec.name))
-    return [spec]
-
-
 # --------------------------------------------------------------------------- reader
 
 
@@ -356,7 +340,7 @@ class QEReader(Reader):
             attrs["pseudopotential_sha256"] = {el: sha256(upf) for el, upf in pw["pseudopotentials"].items()
                                                if upf.is_file()}
         if ldos is not None:
-            files = _glob_files(ldos, path.parent, "*ldos.cube")
+            files = glob_files(ldos, path.parent, "*ldos.cube")
             if not files:
                 raise InputFileError(path.parent / str(ldos), "no LDOS cube files (*ldos.cube) found here")
             values, energies, broadening = read_ldos_cubes(files, cell=pw["cell"], run=(pw, path))
@@ -368,7 +352,7 @@ class QEReader(Reader):
             attrs["ldos_broadening"] = broadening
             raw += files
         if density is not None:
-            (dfile,) = _glob_files(density, path.parent, "*.cube")
+            (dfile,) = glob_files(density, path.parent, "*.cube")
             cube = read_cube(dfile)
             check_cube_atoms(cube, dfile, pw, path)
             if cube["shape"] != grid_shape:
@@ -394,9 +378,7 @@ class QEReader(Reader):
         )
 
 
-class QEBackend(ReaderBackend):
-    reader_name = "qe"
-    description = QEReader.description
+QEBackend = backend_for(QEReader)
 
 
 @hookimpl

@@ -19,11 +19,10 @@ import numpy as np
 
 from malaflow import Snapshot, hookimpl
 from malaflow.errors import InputFileError
-from malaflow.readers import Reader, TextFile, check_finite, file_provenance
+from malaflow.readers import FLOAT, Reader, TextFile, check_finite, file_provenance, glob_files
 from malaflow.units import KB_EV
-from malaflow.xarray_backend import ReaderBackend
+from malaflow.xarray_backend import backend_for
 
-from .qe import FLOAT, _glob_files
 
 _OUTCAR_ENERGIES = {
     "total_energy": rf"free\s+energy\s+TOTEN\s+=\s+({FLOAT})\s+eV",
@@ -137,7 +136,7 @@ class VaspReader(Reader):
             kwargs["density"] = density
             raw.append(folder / "CHGCAR")
         if ldos is not None:
-            files = _glob_files(ldos, folder, "PARCHG*")
+            files = glob_files(ldos, folder, "PARCHG*")
             if energies is None or len(energies) != len(files):
                 raise InputFileError(
                     files[0] if files else folder,
@@ -169,9 +168,7 @@ class VaspReader(Reader):
         )
 
 
-class VaspBackend(ReaderBackend):
-    reader_name = "vasp"
-    description = VaspReader.description
+VaspBackend = backend_for(VaspReader)
 
 
 @hookimpl

@@ -1,224 +1,32 @@
-"""The LDOS target: DOS, density, electron count, Fermi level, band energy, entropy.
-
-Every observable is a linear functional of the LDOS along energy, ∫ LDOS(r, ε) g(ε) dε,
-so it is a dot product with a weight vector over the energy grid (see
-:func:`energy_weights`). Spatial reductions (the DOS) are dask sums, done chunk by
-chunk; the density is returned lazily, ready to be written chunk-wise to Zarr.
-
-Schemes:
-
-``analytic``
-    D(ε) piecewise linear between the grid points and falling linearly to zero one
-    spacing beyond each end (MALA's convention), integrated exactly against the
-    Fermi–Dirac kernels (Ellis et al. 2021, Eqs. 32–33). Needs a uniform grid.
-``quadrature``
-    The trapezoidal rule on the grid for D(ε)·g(ε).
-"""
+"""The DOS and LDOS targets. The physics is the core's (:mod:`malaflow.physics.dos`);
+these classes say which variable holds the target and how it becomes a DOS and a density."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 import xarray as xr
-from scipy.optimize import brentq
 
-from malaflow import hookimpl
-from malaflow.errors import ParameterError
-from malaflow.snapshot import SPATIAL_DIMS, voxel_volume
-from malaflow.units import KB_EV
-
-from .fermi_integrals import entropy_antiderivative, entropy_kernel, fermi_antiderivative, fermi_dirac
-
-SCHEMES = ("analytic", "quadrature")
+from malaflow import Target, hookimpl
+from malaflow.physics.dos import check_temperature, density, density_of_states
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def check_temperature(temperature: float) -> float:
-    if temperature is None or not np.isfinite(temperature) or temperature <= 0:
-        raise ParameterError(
-            f"the electronic temperature must be a positive number of kelvin, got {temperature!r}"
-        )
-    return float(temperature)
-
-
-def check_energies(energies: np.ndarray, scheme: str) -> np.ndarray:
-    if scheme not in SCHEMES:
-        raise ParameterError(f"unknown integration scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    e = np.asarray(energies, dtype=float)
-    if e.ndim != 1 or len(e) < 2:
-        raise ParameterError(f"the energy grid needs at least 2 points, got shape {e.shape}")
-    step = np.diff(e)
-    if np.any(step <= 0):
-        raise ParameterError("the energy grid must increase strictly")
-    if scheme == "analytic" and not np.allclose(step, step[0], rtol=1e-6, atol=0):
-        raise ParameterError(
-            f"the analytic scheme needs a uniform energy grid; spacings range from "
-            f"{step.min():g} to {step.max():g} eV (use scheme='quadrature')"
-        )
-    return e
-
-
-def check_finite(values: np.ndarray, what: str) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(values)):
-        raise ParameterError(f"the {what} contains NaN or infinite values")
-    return values
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def energy_weights(
-    energies: np.ndarray, mu: float, temperature: float, kernel: str = "fermi",
-    power: int = 0, scheme: str = "analytic",
-) -> np.ndarray:
-    """w with ∫ D(ε) εᵖ g(ε) dε = Σ_k w_k D(ε_k), g = f (kernel "fermi") or s ("entropy")."""
-    e = check_energies(energies, scheme)
-    kt = KB_EV * check_temperature(temperature)
-    if scheme == "quadrature":
-        g = fermi_dirac(e, mu, kt) if kernel == "fermi" else entropy_kernel(e, mu, kt)
-        trap = np.empty_like(e)
-        d = np.diff(e)
-        trap[0], trap[-1] = d[0] / 2, d[-1] / 2
-        trap[1:-1] = (d[:-1] + d[1:]) / 2
-        return trap * g * e**power
-    h = e[1] - e[0]
-    nodes = np.concatenate([[e[0] - h], e, [e[-1] + h]]) - mu  # relative to μ
-    anti = fermi_antiderivative if kernel == "fermi" else entropy_antiderivative
-    x = nodes / kt
-    J = [anti(m, x[1:]) - anti(m, x[:-1]) for m in range(power + 2)]
-    a, b = nodes[:-1], nodes[1:]
-    if power == 0:
-        left = kt / h * (b * J[0] - kt * J[1])  # ∫ (b − ε)/h · g  on each interval
-        right = kt / h * (kt * J[1] - a * J[0])  # ∫ (ε − a)/h · g
-    elif power == 1:
-        left = kt / h * (b * mu * J[0] + (b - mu) * kt * J[1] - kt**2 * J[2])
-        right = kt / h * (-a * mu * J[0] + (mu - a) * kt * J[1] + kt**2 * J[2])
-    else:
-        raise ParameterError(f"power must be 0 or 1, got {power}")
-    return right[:-1] + left[1:]
-
-
-# --------------------------------------------------------------------------- observables
-
-
-def density_of_states(ldos: xr.DataArray, cell: np.ndarray) -> xr.DataArray:
-    """D(ε) = Σ_r LDOS(r, ε) ΔV in 1/eV, reduced chunk by chunk (lazy if ``ldos`` is)."""
-    grid = tuple(ldos.sizes[d] for d in SPATIAL_DIMS)
-    dos = ldos.sum(dim=SPATIAL_DIMS, dtype=np.float64, skipna=False) * voxel_volume(cell, grid)
-    dos.attrs = {"units": "1/eV"}
-    return dos
-
-
-def electron_count(dos: np.ndarray, energies: np.ndarray, mu: float, temperature: float, scheme: str = "analytic") -> float:
-    """N(μ) = ∫ D(ε) f(ε; μ, T) dε."""
-    return float(np.dot(dos, energy_weights(energies, mu, temperature, "fermi", 0, scheme)))
-
-
-def band_energy(dos: np.ndarray, energies: np.ndarray, mu: float, temperature: float, scheme: str = "analytic") -> float:
-    """E_b = ∫ ε D(ε) f(ε; μ, T) dε in eV."""
-    return float(np.dot(dos, energy_weights(energies, mu, temperature, "fermi", 1, scheme)))
-
-
-def entropy_contribution(dos: np.ndarray, energies: np.ndarray, mu: float, temperature: float, scheme: str = "analytic") -> float:
-    """−T·S in eV, S = −k_B ∫ D [f ln f + (1−f) ln(1−f)] dε."""
-    kt = KB_EV * check_temperature(temperature)
-    return -kt * float(np.dot(dos, energy_weights(energies, mu, temperature, "entropy", 0, scheme)))
-
-
-def fermi_level(dos: np.ndarray, energies: np.ndarray, temperature: float, n_electrons: float, scheme: str = "analytic") -> float:
-    """The μ with N(μ) = N_electrons, by bracketing and Brent's method.
-
-    N(μ) increases monotonically from 0 to ∫D, so a root exists exactly when
-    0 < N_electrons < ∫D; the bracket is widened until it holds the root.
-    """
-    dos = check_finite(dos, "DOS")
-    e = check_energies(energies, scheme)
-    kt = KB_EV * check_temperature(temperature)
-    total = electron_count(dos, e, e[-1] + 2 * (e[-1] - e[0]) + 200 * kt, temperature, scheme)
-    if not 0 < n_electrons < total:
-        raise ParameterError(
-            f"{n_electrons} electrons cannot be placed: the DOS holds between 0 and {total:.6g} "
-            "electrons on this energy grid"
-        )
-    def excess(mu: float) -> float:
-        return electron_count(dos, e, mu, temperature, scheme) - n_electrons
-
-    width = e[-1] - e[0]
-    lo, hi = e[0], e[-1]
-    while excess(lo) > 0:
-        lo -= width
-    while excess(hi) < 0:
-        hi += width
-    return float(brentq(excess, lo, hi, xtol=1e-13, rtol=4 * np.finfo(float).eps, maxiter=500))
-
-
-def density(ldos: xr.DataArray, mu: float, temperature: float, scheme: str = "analytic") -> xr.DataArray:
-    """n(r) = ∫ LDOS(r, ε) f(ε; μ, T) dε in 1/Å³ — lazy (dask) if ``ldos`` is."""
-    w = energy_weights(ldos["energy"].values, mu, temperature, "fermi", 0, scheme)
-    n = xr.dot(ldos, xr.DataArray(w, dims="energy"), dim="energy")
-    n.attrs = {"units": "1/Angstrom^3"}
-    return n
-
-
-@dataclass
-class Observables:
-    """Scalars from an LDOS, in eV (and K); ``scheme`` says how they were integrated."""
-
-    fermi_energy: float
-    n_electrons: float
-    band_energy: float
-    entropy_contribution: float
-    temperature: float
-    scheme: str
-
-    units = {"fermi_energy": "eV", "n_electrons": "", "band_energy": "eV",
-             "entropy_contribution": "eV", "temperature": "K"}
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class DOSTarget:
+class DOSTarget(Target):
     """D(ε) in 1/eV (variable ``dos``) → Fermi level, electron count, band energy, −TS."""
 
     name = "dos"
+    variable = "dos"
     description = "DOS → Fermi level, band energy, entropy (analytic/quadrature)"
 
     def dos(self, ds: xr.Dataset) -> xr.DataArray:
         """The snapshot's DOS D(ε) in 1/eV."""
         return ds["dos"]
 
-    def observables(
-        self, ds: xr.Dataset, scheme: str = "analytic", temperature: float | None = None,
-        n_electrons: float | None = None, fermi_energy: float | None = None,
-    ) -> Observables:
-        """All scalars of a snapshot dataset; μ self-consistent unless ``fermi_energy`` is given."""
-        temperature = check_temperature(temperature if temperature is not None else ds.attrs.get("temperature"))
-        n_e = n_electrons if n_electrons is not None else ds.attrs.get("n_electrons")
-        if n_e is None:
-            raise ParameterError("the electron count is unknown: pass n_electrons=")
-        energies = ds["energy"].values
-        dos = check_finite(self.dos(ds).values, self.name.upper())
-        mu = fermi_energy if fermi_energy is not None else fermi_level(dos, energies, temperature, n_e, scheme)
-        return Observables(
-            fermi_energy=mu,
-            n_electrons=electron_count(dos, energies, mu, temperature, scheme),
-            band_energy=band_energy(dos, energies, mu, temperature, scheme),
-            entropy_contribution=entropy_contribution(dos, energies, mu, temperature, scheme),
-            temperature=temperature,
-            scheme=scheme,
-        )
 
-
-class LDOSTarget(DOSTarget):
+class LDOSTarget(Target):
     """LDOS(r, ε) in 1/(eV·Å³) → DOS, density, N, Fermi level, band energy, −TS."""
 
     name = "ldos"
+    variable = "ldos"
     description = "LDOS → DOS, density, Fermi level, band energy, entropy (analytic/quadrature)"
 
     def dos(self, ds: xr.Dataset) -> xr.DataArray:

