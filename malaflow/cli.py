@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,10 +90,10 @@ def plugins_cmd(kind: Optional[str] = typer.Option(None, help="descriptors, targ
     from .plugins import list_plugins
 
     infos = list_plugins(kind)
-    typer.echo(f"{'name':<20} {'kind':<12} {'version':<10} {'package':<24} description")
+    typer.echo(f"{'name':<20} {'kind':<12} {'version':<10} {'package':<24} {'entry point':<18} description")
     for p in infos:
         desc = getattr(p.cls, "description", "") or (p.cls.__doc__ or "").strip().split("\n")[0]
-        typer.echo(f"{p.name:<20} {p.kind:<12} {p.version:<10} {p.package:<24} {desc}")
+        typer.echo(f"{p.name:<20} {p.kind:<12} {p.version:<10} {p.package:<24} {p.entry_point:<18} {desc}")
 
 
 def _store(target: str, catalog: Optional[Path]) -> Path:
@@ -431,7 +432,12 @@ def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
     run_demo(catalog or default_catalog_path())
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
+    warnings.formatwarning = _one_line_warning  # a physicist at a shell reads sentences, not source lines
     try:
         app()
     except MalaflowError as exc:

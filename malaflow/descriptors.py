@@ -230,10 +230,7 @@ def get_descriptor(plugin: str | Descriptor, params: Mapping[str, Any] | None = 
         if params:
             raise ParameterError("pass parameters either in the descriptor instance or as params, not both")
         return plugin
-    cls = get_plugin("descriptors", plugin)
-    if not (isinstance(cls, type) and issubclass(cls, Descriptor)):
-        raise MalaflowError(f"descriptor plugin {plugin!r} ({cls!r}) does not subclass malaflow.Descriptor")
-    return cls(params)
+    return get_plugin("descriptors", plugin)(params)  # the registry admits Descriptor subclasses only
 
 
 # --------------------------------------------------------------------------- blocks

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import MalaflowError
 from .params import Configurable
 from .plugins import get_plugin
 
@@ -26,7 +25,4 @@ class Model(Configurable):
 
 def get_model(plugin: str, params: Mapping[str, Any] | None = None) -> Model:
     """A model plugin instance by registered name."""
-    cls = get_plugin("models", plugin)
-    if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise MalaflowError(f"model plugin {plugin!r} ({cls!r}) does not subclass malaflow.models.Model")
-    return cls(params)
+    return get_plugin("models", plugin)(params)  # the registry admits Model subclasses only

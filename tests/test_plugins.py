@@ -16,13 +16,23 @@ from malaflow import plugins
 from malaflow.errors import PluginError
 
 THIRD_PARTY = '''
+from dataclasses import dataclass
 import numpy as np
 import malaflow
 
-class NearestAtom:
-    """Distance from each point to the nearest atom (no periodic images): a toy descriptor."""
+@dataclass
+class NoParams:
+    pass
+
+class NearestAtom(malaflow.Descriptor):
+    """Distance from each point to the nearest atom (periodic images as given): a toy descriptor."""
     name = "nearest_atom"
-    def compute(self, positions, points):
+    Params = NoParams
+    def n_features(self, structure):
+        return 1
+    def halo(self):
+        return 10.0
+    def compute(self, points, positions, numbers, structure):
         d = np.linalg.norm(points[:, None, :] - positions[None, :, :], axis=-1)
         return d.min(axis=1)[:, None]
 
@@ -70,7 +80,7 @@ def test_third_party_descriptor_appears_and_runs(tmp_path, monkeypatch, fresh_re
     cls = malaflow.get_plugin("descriptors", "nearest_atom")
     positions = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
     points = np.array([[1.0, 0.0, 0.0], [3.0, 4.0, 0.0]])
-    np.testing.assert_allclose(cls().compute(positions, points)[:, 0], [1.0, 4.0])
+    np.testing.assert_allclose(cls().compute(points, positions, None, None)[:, 0], [1.0, 4.0])
 
 
 def test_cli_lists_third_party_plugin(tmp_path):
@@ -114,3 +124,96 @@ def test_unknown_plugin_is_a_clear_error():
         malaflow.get_plugin("readers", "castep")
     with pytest.raises(PluginError, match="unknown plugin kind"):
         malaflow.list_plugins("potatoes")
+
+
+# ------------------------------------------------------------------ what the registry checks
+
+
+class _Malformed(malaflow.Descriptor):
+    """A descriptor that forgot compute() and halo()."""
+
+    name = "half_done"
+
+    def n_features(self, structure):
+        return 1
+
+
+class _LookAlike(malaflow.get_plugin("descriptors", "gaussian")):
+    """Same name as the built-in gaussian descriptor."""
+
+
+class _InProcessPlugin:
+    @malaflow.hookimpl
+    def malaflow_descriptors(self):
+        return [_Malformed, _LookAlike]
+
+
+def test_malformed_and_clashing_plugins_warn_and_the_cli_still_works(fresh_registry):
+    from typer.testing import CliRunner
+
+    from malaflow.cli import app
+
+    fresh_registry()
+    plugins.register(_InProcessPlugin(), name="notebook-plugin")
+    with pytest.warns(RuntimeWarning) as caught:
+        infos = {p.name: p for p in malaflow.list_plugins("descriptors")}
+    messages = [str(w.message) for w in caught]
+    assert any("'notebook-plugin'" in m and "_Malformed" in m and "does not implement halo, compute" in m
+               for m in messages), messages
+    assert any("two descriptors named 'gaussian'" in m and "(in-process)" in m and "package malaflow" in m
+               for m in messages), messages
+    assert "half_done" not in infos
+    assert infos["gaussian"].cls is _LookAlike  # rule: in-process beats the built-in
+    assert {"bispectrum", "bispectrum_torch"} <= set(infos)
+    runner = CliRunner()
+    for command in (["plugins"], ["descriptors", "list"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert "bispectrum_torch" in result.output
+
+
+def test_clash_between_packages_follows_the_documented_rule(tmp_path, monkeypatch, fresh_registry):
+    target = '''
+import malaflow
+class Replacement(malaflow.Target):
+    """An LDOS target a package ships to replace the built-in one."""
+    name = "ldos"
+    variable = "ldos"
+    def dos(self, ds):
+        return ds["ldos"].sum(dim=("x", "y", "z"))
+@malaflow.hookimpl
+def malaflow_targets():
+    return [Replacement]
+'''
+    for dist, module in (("zz-targets", "zz_targets"), ("aa-targets", "aa_targets")):
+        make_distribution(tmp_path, dist, module, target, module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh_registry()
+    with pytest.warns(RuntimeWarning, match="two targets named 'ldos'") as caught:
+        info = {p.name: p for p in malaflow.list_plugins("targets")}["ldos"]
+    assert info.package == "aa-targets"  # third-party beats built-in; between packages, by name
+    named = " ".join(str(w.message) for w in caught)
+    assert "zz-targets" in named and "aa-targets" in named and "package malaflow" in named
+
+
+def test_disable_plugins_by_entry_point_or_class_name(monkeypatch, fresh_registry):
+    monkeypatch.setenv("MALAFLOW_DISABLE_PLUGINS", "gaussian, dos")
+    fresh_registry()
+    assert "gaussian" not in {p.name for p in malaflow.list_plugins("descriptors")}
+    targets = {p.name for p in malaflow.list_plugins("targets")}
+    assert "dos" not in targets and "ldos" in targets  # one class of a module switched off
+    with pytest.raises(PluginError, match="no descriptor plugin named 'gaussian'"):
+        malaflow.get_plugin("descriptors", "gaussian")
+
+
+def test_the_core_never_imports_a_plugin():
+    import ast
+
+    core = Path(malaflow.__file__).parent
+    offenders = []
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(core)}:{node.lineno}" for n in names if n.startswith("malaflow_plugins")]
+    assert offenders == []
