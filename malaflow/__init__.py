@@ -32,7 +32,7 @@ from .artifact import TrainedModel, load_model
 from .training import TrainingConfig, train
 from .hpo import StudyConfig, optimize
 from .calculator import Calculator
-from .cluster import cluster
+from .runtime import cluster
 
 __version__ = "0.1.0"
 

@@ -41,7 +41,7 @@ def _cluster(config: Optional[Path]):
     if config is None:
         yield None
         return
-    from .cluster import cluster
+    from .runtime import cluster
 
     with cluster(config) as client:
         typer.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
@@ -118,7 +118,7 @@ def info_cmd(target: str = SnapshotArg, catalog: Optional[Path] = CatalogOption)
     """Summarise one snapshot store."""
     from .snapshot import load_snapshot
 
-    from .compute import interrupted_descriptors
+    from .descriptor_store import interrupted_descriptors
 
     path = _store(target, catalog)
     typer.echo(f"{path}:\n{load_snapshot(path).summary()}")

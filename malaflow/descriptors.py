@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import xarray as xr
 
 from .errors import MalaflowError, ParameterError
 from .params import Configurable, describe_params, param  # noqa: F401 (re-exported for plugins)
 from .plugins import get_plugin
-from .snapshot import grid_positions
+from .snapshot import descriptor_array, grid_positions
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,10 @@ class Descriptor(Configurable):
         if self.params_dict() == type(self)().params_dict():
             return self.name
         return f"{self.name}-{self.params_hash()[:8]}"
+
+    def as_dataarray(self, values: Any) -> xr.DataArray:
+        """(x, y, z, feature) values as the DataArray a store holds, with this plugin's parameters."""
+        return descriptor_array(values, self.params_dict(), self.name, self.params_hash(), self.store_name())
 
     def n_features(self, structure: Structure) -> int:
         raise NotImplementedError

@@ -178,7 +178,7 @@ def run_qe(workdir: str, pw: str, pp: dict[str, str], qe: QESettings) -> str:
 
 def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str, list[str]]:
     """Run every configuration not yet in the catalog; returns {"done", "skipped", "failed"} ids."""
-    from .compute import run_tasks
+    from .runtime import run_tasks
 
     config = GenerationConfig.load(config)
     out = Path(config.output)

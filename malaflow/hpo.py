@@ -36,7 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .catalog import Catalog, default_catalog_path
-from .compute import compute_descriptors, session_client, task_resources
+from .compute import compute_descriptors
+from .runtime import session_client, task_resources
 from .descriptors import get_descriptor
 from .errors import MalaflowError, ParameterError
 from .params import check_keys

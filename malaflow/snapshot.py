@@ -392,7 +392,8 @@ def _write_descriptor_group(
 
 
 def descriptor_array(
-    values: Any, params: Mapping[str, Any] | None = None, plugin: str | None = None
+    values: Any, params: Mapping[str, Any] | None = None, plugin: str | None = None,
+    params_hash: str | None = None, name: str | None = None,
 ) -> xr.DataArray:
     """Wrap a (x, y, z, feature) array as a descriptor DataArray with its parameters."""
     if values.ndim != 4:
@@ -400,10 +401,13 @@ def descriptor_array(
     attrs = {"params": dict(params or {})}
     if plugin is not None:
         attrs["plugin"] = plugin
+    if params_hash is not None:
+        attrs["params_hash"] = params_hash
     return xr.DataArray(
         values,
         dims=SPATIAL_DIMS + ("feature",),
         coords={d: np.arange(n) for d, n in zip(SPATIAL_DIMS + ("feature",), values.shape)},
+        name=name,
         attrs=attrs,
     )
 

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .artifact import TrainedModel, package_versions
 from .catalog import Catalog, default_catalog_path
-from .compute import session_client, task_resources, compute_descriptors
+from .compute import compute_descriptors
+from .runtime import session_client, task_resources
 from .data import SCALINGS, BatchLoader, Scaler, feature_range, open_pairs
 from .descriptors import get_descriptor
 from .devices import torch_device

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import malaflow
-from malaflow.cluster import load_config, make_cluster
-from malaflow.compute import interrupted_descriptors
+from malaflow.runtime import load_config, make_cluster
+from malaflow.descriptor_store import interrupted_descriptors
 from malaflow.errors import ParameterError
 
 
@@ -56,12 +56,12 @@ def test_a_cluster_without_workers_is_an_error_not_a_hang(monkeypatch):
     """Tasks sent to a scheduler no worker joins fail after the bounded wait, with a message."""
     import distributed
 
-    from malaflow import compute
+    from malaflow import runtime
 
-    monkeypatch.setattr(compute, "WORKER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(runtime, "WORKER_TIMEOUT_S", 2.0)
     with distributed.LocalCluster(n_workers=0, dashboard_address=None) as empty, distributed.Client(empty) as client:
         with pytest.raises(malaflow.MalaflowError, match=r"no Dask worker joined the cluster .* in 2 s"):
-            compute.run_tasks([(abs, (-1,))], client, progress=False)
+            runtime.run_tasks([(abs, (-1,))], client, progress=False)
 
 
 def test_local_gpu_workers_get_the_resource():

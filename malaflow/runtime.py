@@ -1,4 +1,9 @@
-"""Dask clusters from a config: local, SLURM or PBS (dask-jobqueue), or a running scheduler.
+"""Where work runs: Dask clusters from a config, and independent tasks on them.
+
+:func:`run_tasks` runs ``(function, args)`` tasks on the session's Dask client (or local
+threads) with a progress bar; training, hyperparameter trials, DFT generation and the
+descriptors all go through it. :func:`cluster` starts a client from a config: local,
+SLURM or PBS (dask-jobqueue), or a running scheduler.
 
     with malaflow.cluster("cluster.yaml") as client:
         malaflow.compute_descriptors(stores, "bispectrum_torch", client=client)
@@ -24,15 +29,107 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .errors import ParameterError
+from tqdm.auto import tqdm
+
+from .errors import MalaflowError, ParameterError
 from .params import check_keys
 from .readers import read_yaml
 
 log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def session_client() -> Any:
+    """The Dask distributed client of this session, if the user made one."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def task_resources(client: Any, wanted: Mapping[str, float] | None) -> dict[str, float] | None:
+    """``wanted`` if some worker offers it, else None (then any CPU worker runs the task)."""
+    if not wanted:
+        return None
+    for worker in client.scheduler_info().get("workers", {}).values():
+        offered = worker.get("resources", {})
+        if all(offered.get(k, 0) >= v for k, v in wanted.items()):
+            return dict(wanted)
+    return None
+
+
+WORKER_TIMEOUT_S = float(os.environ.get("MALAFLOW_WORKER_TIMEOUT", 600))
+
+
+def wait_for_a_worker(client: Any) -> None:
+    """Tasks sent to a cluster without workers would wait for ever: wait for one, bounded."""
+    if client.scheduler_info().get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=WORKER_TIMEOUT_S)
+    except TimeoutError:
+        raise MalaflowError(f"no Dask worker joined the cluster at {client.scheduler.address} in "
+                            f"{WORKER_TIMEOUT_S:g} s (batch jobs still queued? see the dashboard "
+                            f"{client.dashboard_link}; MALAFLOW_WORKER_TIMEOUT sets the wait)") from None
+
+
+def run_tasks(
+    tasks: Sequence[tuple[Callable[..., Any], tuple]],
+    client: Any = None,
+    desc: str = "tasks",
+    unit: str = "task",
+    progress: bool = True,
+    resources: Mapping[str, float] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+    workers: int | None = None,
+) -> list[Any]:
+    """Run independent ``(function, args)`` tasks on a Dask client or local threads
+    (``workers`` of them, default one per core).
+
+    Results come back in task order; ``on_result(index, result)`` is called as each task
+    finishes (in the caller's thread); a progress bar counts finished tasks. The first
+    failure cancels what has not started and is raised.
+    """
+    client = client or session_client()
+    with contextlib.ExitStack() as stack:
+        if client is not None:
+            from distributed import as_completed
+
+            res = task_resources(client, resources)
+            wait_for_a_worker(client)
+            futures = [client.submit(fn, *args, pure=False, resources=res) for fn, args in tasks]
+            stack.callback(lambda: client.cancel([f for f in futures if not f.done()]))
+        else:
+            from concurrent.futures import as_completed
+
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1))
+            futures = [pool.submit(fn, *args) for fn, args in tasks]
+            stack.callback(lambda: [f.cancel() for f in futures])
+        bar = stack.enter_context(tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress or not tasks))
+        index = {id(f): i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(tasks)
+        for future in as_completed(futures):
+            i = index[id(future)]
+            results[i] = future.result()
+            if on_result is not None:
+                on_result(i, results[i])
+            bar.update()
+    return results
+
+
+# --------------------------------------------------------------------------- clusters
 
 KINDS = ("local", "slurm", "pbs", "address")
 COMMON = {"kind", "gpus_per_worker"}
