@@ -96,7 +96,7 @@ def run(seconds: float, workers: int = 4, seed: int = 0) -> dict:
     for r in cat.records:
         cat.verify(r.id)
     stores = {p.name[:-5] for p in (work / "stores").glob("*.zarr")}
-    from malaflow.snapshot import remove_stale_temporaries
+    from malaflow.atomic import remove_stale_temporaries
 
     remove_stale_temporaries(work / "stores")  # what the next write there does
     leftovers = [p.name for p in (work / "stores").glob(".malaflow-tmp-*")]

@@ -12,15 +12,8 @@ from .errors import (
     StoreError,
 )
 from .hookspecs import hookimpl
-from .snapshot import (
-    Snapshot,
-    descriptor_array,
-    list_descriptors,
-    load_snapshot,
-    open_descriptors,
-    open_snapshot,
-    write_snapshot,
-)
+from .snapshot import Snapshot
+from .store import descriptor_array, list_descriptors, load_snapshot, open_descriptors, open_snapshot, write_snapshot
 from .plugins import get_plugin, list_plugins
 from .targets import Target, get_target
 from .readers import Reader, read_snapshot
@@ -28,7 +21,7 @@ from .catalog import Catalog
 from .observables import energy_terms, observables
 from .descriptors import Descriptor, Structure
 from .compute import compute_descriptors, descriptor_grid
-from .artifact import TrainedModel, load_model
+from .trained_model import TrainedModel, load_model
 from .training import TrainingConfig, train
 from .hpo import StudyConfig, optimize
 from .calculator import Calculator

@@ -16,11 +16,11 @@ from typing import Any
 from ase.calculators.calculator import Calculator as AseCalculator
 from ase.calculators.calculator import all_changes
 
-from .artifact import TrainedModel, load_model
+from .trained_model import TrainedModel, load_model
 from .errors import MalaflowError
 from .observables import energy_terms_from
 from .trust import observables_with_trust
-from .snapshot import Chunks
+from .grid import Chunks
 
 
 class Calculator(AseCalculator):

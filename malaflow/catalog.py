@@ -22,11 +22,14 @@ from typing import Any
 
 import yaml
 
-from .catalog_record import _FIELDS, _REQUIRED, SPLITS, SnapshotRecord, _LineLoader, _plain
+from .catalog_record import RECORD_FIELDS, REQUIRED_FIELDS, SPLITS, SnapshotRecord, plain
 from .catalog_sync import State
-from .errors import CatalogError, MalaflowError
+from .config import read_yaml
+from .errors import CatalogError, InputFileError, MalaflowError
 from .readers import read_snapshot, sha256
-from .snapshot import Chunks, Snapshot, open_snapshot, write_snapshot
+from .grid import Chunks
+from .snapshot import Snapshot
+from .store import open_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,9 @@ class Catalog:
         if not path.is_file():
             raise CatalogError(f"{path}: no catalog here (create one with `malaflow catalog add`)")
         try:
-            doc = yaml.load(path.read_text(), Loader=_LineLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise CatalogError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-        doc = doc or {}
+            doc = read_yaml(path, "catalog", lines=True)
+        except InputFileError as exc:
+            raise CatalogError(str(exc)) from None
         if not isinstance(doc, dict):
             raise CatalogError(f"{path}: expected a mapping with 'snapshots:' at the top level")
         if doc.get("version", CATALOG_VERSION) != CATALOG_VERSION:
@@ -102,7 +102,7 @@ class Catalog:
         failed = doc.get("failed") or {}
         if not isinstance(failed, dict):
             raise CatalogError(f"{path}: 'failed' must be a mapping of id to reason")
-        catalog = cls(path, records, _plain(datasets), doc.get("store_dir", "stores"), _plain(failed))
+        catalog = cls(path, records, plain(datasets), doc.get("store_dir", "stores"), plain(failed))
         catalog._base = State.of(catalog)
         return catalog
 
@@ -112,17 +112,17 @@ class Catalog:
         if not isinstance(entry, dict):
             raise CatalogError(f"{path}: snapshot entry {index + 1} must be a mapping, got {entry!r}")
         label = f"{path}:{line}: snapshot {entry.get('id', f'#{index + 1}')!r}"
-        missing = [f for f in _REQUIRED if f not in entry]
+        missing = [f for f in REQUIRED_FIELDS if f not in entry]
         if missing:
             raise CatalogError(f"{label}: missing field(s) {', '.join(missing)}")
-        unknown = sorted(set(entry) - set(_FIELDS))
+        unknown = sorted(set(entry) - set(RECORD_FIELDS))
         if unknown:
-            raise CatalogError(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+            raise CatalogError(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(RECORD_FIELDS)}")
         for name, value in entry.items():
-            check, expected = _FIELDS[name]
+            check, expected = RECORD_FIELDS[name]
             if value is not None and not check(value):
                 raise CatalogError(f"{label}: field {name!r} must be {expected}, got {value!r}")
-        return SnapshotRecord(**_plain(dict(entry)))
+        return SnapshotRecord(**plain(dict(entry)))
 
     def save(self) -> None:
         """Write this object's changes into catalog.yaml, safely beside other writers.

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
 
 SPLITS = ("train", "validation", "test")
 
@@ -43,7 +42,7 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-_FIELDS: dict[str, tuple[Any, str]] = {
+RECORD_FIELDS: dict[str, tuple[Any, str]] = {
     "id": (_is_str, "a non-empty string"),
     "code": (_is_str, "a non-empty string (qe, vasp, mala, ...)"),
     "reader": (_is_str, "the name of a reader plugin"),
@@ -65,30 +64,13 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "energies": (lambda v: isinstance(v, dict) and all(_is_num(x) for x in v.values()), "a mapping of name to eV"),
     "split": (lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}"),
 }
-_REQUIRED = ("id", "code", "reader", "source", "store")
+REQUIRED_FIELDS = ("id", "code", "reader", "source", "store")
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every mapping, for error messages."""
-
-
-class _LineDict(dict):
-    line: int = 0
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _LineDict:
-    d = _LineDict(loader.construct_mapping(node, deep=True))
-    d.line = node.start_mark.line + 1
-    return d
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Strip the line-number dict subclass so records dump as plain YAML."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

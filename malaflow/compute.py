@@ -34,7 +34,9 @@ from .descriptors import (
 )
 from .errors import MalaflowError, StoreError
 from .runtime import run_tasks
-from .snapshot import DESCRIPTOR_GROUP, SPATIAL_DIMS, Chunks, move_into_place, open_descriptors, open_snapshot, spatial_chunks
+from .atomic import move_into_place
+from .grid import Chunks, spatial_chunks, SPATIAL_DIMS
+from .store import DESCRIPTOR_GROUP, open_descriptors, open_snapshot
 
 log = logging.getLogger(__name__)
 

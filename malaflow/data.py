@@ -21,7 +21,7 @@ import numpy as np
 
 from .descriptors import grid_blocks
 from .errors import MalaflowError, ParameterError, StoreError
-from .snapshot import open_descriptors, open_snapshot
+from .store import open_descriptors, open_snapshot
 
 log = logging.getLogger(__name__)
 

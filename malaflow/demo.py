@@ -19,11 +19,11 @@ from tqdm import tqdm
 from .catalog import Catalog
 from .compute import compute_descriptors
 from .observables import observables_table
-from .artifact import load_model
+from .trained_model import load_model
 from .evaluation import compare, errors_table
 from .plots import plot_dos, plot_dos_comparison
 from .training import TrainingConfig, train
-from .snapshot import list_descriptors, load_snapshot, open_snapshot
+from .store import list_descriptors, load_snapshot, open_snapshot
 
 
 def run_demo(catalog_path: str | Path) -> Catalog:

@@ -24,7 +24,7 @@ import zarr
 
 from .descriptors import Descriptor, Structure, grid_blocks
 from .errors import MalaflowError, StoreError
-from .snapshot import DESCRIPTOR_GROUP, list_descriptors, open_descriptors
+from .store import DESCRIPTOR_GROUP, list_descriptors, open_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def stored_match(path: Path, descriptor: Descriptor) -> str | None:
         stored = type(descriptor)(attrs.get("params") or {})
     except MalaflowError:
         return "different"
-    if attrs.get("plugin", descriptor.name) == descriptor.name and stored.params_hash() == descriptor.params_hash():
+    computed = attrs.get("features") or attrs.get("plugin", descriptor.name)  # older arrays name the plugin only
+    if computed == descriptor.feature_set and stored.params_hash() == descriptor.params_hash():
         return "same"
     return "different"
 

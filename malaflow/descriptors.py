@@ -28,7 +28,8 @@ import xarray as xr
 from .errors import MalaflowError, ParameterError
 from .params import Configurable, describe_params, param  # noqa: F401 (re-exported for plugins)
 from .plugins import get_plugin
-from .snapshot import descriptor_array, grid_positions
+from .grid import grid_positions
+from .store import descriptor_array
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +187,34 @@ class Descriptor(Configurable):
     blockwise: ClassVar[bool] = True
     #: Dask resources a task of this plugin asks for (e.g. {"GPU": 1}); see cluster docs.
     resources: ClassVar[dict[str, float] | None] = None
+    #: The feature definition this plugin computes ("" = its own name). Plugins that
+    #: share one give the same features for the same parameters (their tests say how
+    #: closely) in the same order, so stored arrays, trained models and predictions
+    #: treat them as one descriptor: LAMMPS's features serve a model that predicts
+    #: with the compiled kernel, and the other way round.
+    features: ClassVar[str] = ""
+    #: Devices ("cpu", "cuda") on which this implementation of its features is the one
+    #: to use when a prediction picks the fastest (see :func:`implementation_for`).
+    preferred_on: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def feature_set(self) -> str:
+        return self.features or self.name
+
+    def hash_key(self) -> str:
+        return self.feature_set
 
     def store_name(self) -> str:
-        """Name of the array in a snapshot store: the plugin name for the default
+        """Name of the array in a snapshot store: the feature set's name for the default
         parameters, the name plus a hash otherwise (so parameter sets sit side by side)."""
         if self.params_dict() == type(self)().params_dict():
-            return self.name
-        return f"{self.name}-{self.params_hash()[:8]}"
+            return self.feature_set
+        return f"{self.feature_set}-{self.params_hash()[:8]}"
 
     def as_dataarray(self, values: Any) -> xr.DataArray:
         """(x, y, z, feature) values as the DataArray a store holds, with this plugin's parameters."""
-        return descriptor_array(values, self.params_dict(), self.name, self.params_hash(), self.store_name())
+        return descriptor_array(values, self.params_dict(), self.name, self.params_hash(), self.store_name(),
+                                self.feature_set)
 
     def n_features(self, structure: Structure) -> int:
         raise NotImplementedError

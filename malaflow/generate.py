@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
+from .config import config_source, load_config, resolve
 from .errors import MalaflowError, ParameterError
 from .physics.pseudopotential import read_upf
-from .readers import read_yaml, sha256
+from .readers import sha256
 from .sampling import configurations
 from .units import KB_EV, RYDBERG_EV
 
@@ -72,23 +73,27 @@ class GenerationConfig:
     split: str | dict[str, int] | None = None  # one split, or {split: count} in configuration order
     parallel: int | None = None  # DFT runs at once without a Dask client (default: one per core)
 
+    def __post_init__(self) -> None:
+        for name, kind in (("qe", QESettings), ("ldos", LDOSSettings)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                try:
+                    setattr(self, name, kind(**value))
+                except TypeError as exc:
+                    raise ParameterError(f"generation config: {name}: {exc}") from None
+
     @classmethod
     def load(cls, source: Any) -> GenerationConfig:
+        """From a config object, a dict, or a YAML file (paths in it relative to the file:
+        output, catalog, qe.pseudo_dir and structures.file)."""
         if isinstance(source, GenerationConfig):
             return source
-        base = Path(".")
-        if isinstance(source, (str, Path)):
-            path = Path(source)
-            source, base = read_yaml(path, "generation config"), path.parent
-        try:
-            config = cls(**{**source, "qe": QESettings(**source["qe"]),
-                            "ldos": LDOSSettings(**source.get("ldos", {}))})
-        except (TypeError, KeyError) as exc:
-            raise ParameterError(f"generation config: {exc}") from None
-        for key in ("output", "catalog"):
-            setattr(config, key, str((base / getattr(config, key)).resolve()))
-        config.qe.pseudo_dir = str((base / config.qe.pseudo_dir).resolve())
-        return config
+        data, base = config_source(source, "generation config")
+        if isinstance(data.get("qe"), Mapping):
+            data["qe"] = {**data["qe"], "pseudo_dir": resolve(base, data["qe"].get("pseudo_dir"))}
+        if isinstance(data.get("structures"), Mapping) and "file" in data["structures"]:
+            data["structures"] = {**data["structures"], "file": resolve(base, data["structures"]["file"])}
+        return load_config(cls, data, "generation config", paths=("output", "catalog"), base=base)
 
 
 # --------------------------------------------------------------------------- QE inputs
@@ -187,7 +192,7 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
     failed = cat.failed
     pp = pp_inputs(config.ldos)
     jobs, result = [], {"done": [], "skipped": [], "failed": []}
-    frames = configurations(config.structures, catalog_path.parent)
+    frames = configurations(config.structures)
     splits = _splits(config.split, len(frames))
     for atoms, split in zip(frames, splits):
         try:

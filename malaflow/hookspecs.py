@@ -15,11 +15,19 @@ descriptors
     already found — or ``blockwise = False`` and ``compute_grid`` for codes that
     only do whole grids. See docs/plugins.md.
 targets
-    functions turning a target array (e.g. the LDOS) into observables.
+    subclasses of :class:`malaflow.Target`: ``variable`` (the dataset variable holding
+    the target, which a model trained on it predicts), ``dos(ds)`` (the DOS D(ε) in 1/eV)
+    and, for targets on the grid, ``density(ds, fermi_energy, scheme)``; the observables
+    (Fermi level at fixed electron count, band energy, −TS) come from the base class.
 models
-    ``build(n_inputs, n_outputs, **params) -> torch.nn.Module``.
+    subclasses of :class:`malaflow.models.Model`: ``Params`` and
+    ``build(n_inputs, n_outputs) -> torch.nn.Module``.
 readers
-    ``can_read(path) -> bool`` and ``read(path, **options) -> malaflow.Snapshot``.
+    subclasses of :class:`malaflow.Reader`: ``can_read(path) -> bool`` and
+    ``read(path, **options) -> malaflow.Snapshot``.
+
+The registry (:mod:`malaflow.plugins`) checks every class against this contract when
+plugins load and skips, with a warning saying what is missing, one that breaks it.
 """
 
 from __future__ import annotations

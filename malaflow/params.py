@@ -74,9 +74,13 @@ class Configurable:
         }
         return json.loads(json.dumps(values, sort_keys=True))
 
+    def hash_key(self) -> str:
+        """What the parameters are parameters of, in :meth:`params_hash`: the plugin's name."""
+        return self.name
+
     def params_hash(self) -> str:
-        """Short hash of plugin name and parameters: equal settings, equal hash."""
-        text = json.dumps({"plugin": self.name, "params": self.params_dict()}, sort_keys=True)
+        """Short hash of :meth:`hash_key` and parameters: equal settings, equal hash."""
+        text = json.dumps({"plugin": self.hash_key(), "params": self.params_dict()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -146,17 +146,3 @@ class TextFile:
         if count is not None and len(values) != count:
             raise self.error(f"expected {count} numbers, got {len(values)}: {text.strip()!r}", index)
         return values
-
-
-def read_yaml(path: str | Path, what: str) -> Any:
-    """A YAML file's content; a missing file or bad YAML is an InputFileError with the line."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, f"{what} not found")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputFileError(path, f"not valid YAML: {exc}", None if mark is None else mark.line + 1) from None

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .errors import MalaflowError, ParameterError
 from .params import check_keys
-from .readers import read_yaml
+from .config import config_source, resolve
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +147,9 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     """A cluster section from a mapping or YAML file; checked against the known keys."""
     if config is None:
         return {"kind": "local"}
-    if isinstance(config, (str, Path)):
-        data = read_yaml(config, "cluster config")
-        config = data.get("cluster", data) if isinstance(data, Mapping) else data
-    if not isinstance(config, Mapping):
-        raise ParameterError(f"a cluster config is a mapping, got {type(config).__name__}")
-    config = dict(config)
+    config, base = config_source(config, "cluster config")
+    if isinstance(config.get("cluster"), Mapping):  # a cluster: section of a larger file
+        config = dict(config["cluster"])
     kind = config.setdefault("kind", "local")
     if kind not in KINDS:
         raise ParameterError(f"cluster kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -160,6 +157,9 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     if kind == "address" and "address" not in config:
         raise ParameterError("an 'address' cluster needs address: tcp://host:port")
     _check_ranges(config, f"{kind} cluster")
+    for key in ("local_directory", "log_directory"):
+        if key in config:
+            config[key] = resolve(base, config[key])
     return config
 
 

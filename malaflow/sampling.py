@@ -17,7 +17,6 @@ period (~0.1–0.3 ps); a liquid in a small periodic box may recrystallise on lo
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ MD_DEFAULTS = {
 }
 
 
-def configurations(spec: dict[str, Any], base: Path = Path(".")) -> list:
+def configurations(spec: dict[str, Any]) -> list:
     """ase.Atoms from a structure file/trajectory (``file``, ``index``) or sampled from a
     crystal (``bulk``: ase.build.bulk arguments, ``supercell``, ``count``, ``seed``) with
     either ``displacement`` (``sigma`` in Å, or ``temperature`` K with ``einstein_thz``,
@@ -41,7 +40,7 @@ def configurations(spec: dict[str, Any], base: Path = Path(".")) -> list:
     if "file" in spec:
         import ase.io
 
-        frames = ase.io.read(base / spec["file"], index=spec.get("index", ":"))
+        frames = ase.io.read(spec["file"], index=spec.get("index", ":"))
         return frames if isinstance(frames, list) else [frames]
     if "bulk" not in spec:
         raise ParameterError("structures: give either file: or bulk:")

@@ -1,42 +1,23 @@
-"""Snapshots: one atomic configuration with its DFT results, as a Zarr group.
+"""Snapshots: one atomic configuration with its DFT results.
 
-A :class:`Snapshot` is what reader plugins return. In a store it is one Zarr v3 group,
-opened as an :class:`xarray.Dataset` with grid arrays chunked over space, so that a
-chunk is the unit of work for Dask. Descriptor arrays live in subgroups
-``descriptors/<name>`` because each descriptor has its own number of features.
-
-Writes are atomic: a store is written beside its final path under a temporary name
-and renamed into place only once it is complete, so an exception or a crash never
-leaves a half-written store that looks valid.
+A :class:`Snapshot` is what reader plugins return and what a prediction is made of;
+:meth:`Snapshot.to_dataset` is the one constructor of the snapshot dataset that stores
+(:mod:`malaflow.store`), predictions and observables work on.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import logging
-import os
-import re
-import shutil
-import socket
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from .errors import MalaflowError, StoreError
-
-log = logging.getLogger(__name__)
+from .grid import SPATIAL_DIMS
 
 FORMAT_VERSION = 1
-SPATIAL_DIMS = ("x", "y", "z")
-DEFAULT_CHUNK = 32
-DESCRIPTOR_GROUP = "descriptors"
 
 UNITS = {
     "ldos": "1/(eV*Angstrom^3)",
@@ -49,33 +30,6 @@ UNITS = {
     "fermi_energy": "eV",
     "reference": "eV",
 }
-
-Chunks = int | Mapping[str, int] | None
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def voxel_volume(cell: np.ndarray, grid_shape: tuple[int, int, int]) -> float:
-    """Volume in Å³ that one grid point stands for: |det cell| / number of points."""
-    return float(abs(np.linalg.det(np.asarray(cell, dtype=float))) / np.prod(grid_shape))
-
-
-def grid_positions(
-    cell: np.ndarray, grid_shape: tuple[int, int, int], indices: np.ndarray
-) -> np.ndarray:
-    """Cartesian positions (Å) of grid points given by integer indices (n, 3).
-
-    Point (i, j, k) sits at i/nx·a1 + j/ny·a2 + k/nz·a3, the convention of QE's FFT
-    grid and of the cube files pp.x writes.
-    """
-    frac = np.asarray(indices, dtype=float) / np.asarray(grid_shape, dtype=float)
-    cell = np.asarray(cell, dtype=float)
-    # written out rather than frac @ cell, whose rounding can depend on the array length
-    return frac[:, 0:1] * cell[0] + frac[:, 1:2] * cell[1] + frac[:, 2:3] * cell[2]
-
-
-# --------------------------------------------------------------------------- snapshot
 
 
 @dataclass
@@ -249,215 +203,3 @@ class Snapshot:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "?" if value is None else format(value, spec)
-
-
-# --------------------------------------------------------------------------- chunks
-
-
-def spatial_chunks(sizes: Mapping[str, int], chunks: Chunks) -> dict[str, int]:
-    """Chunk edge per spatial dim of ``sizes`` ({dim: points}) from a chunk request: an
-    int for all three, a mapping for some (the others whole), or None (the default)."""
-    if chunks is None:
-        chunks = DEFAULT_CHUNK
-    if isinstance(chunks, int):
-        chunks = {d: chunks for d in SPATIAL_DIMS}
-    bad = [d for d in chunks if d not in SPATIAL_DIMS]
-    if bad:
-        raise MalaflowError(f"chunks may only be given for {SPATIAL_DIMS}, not {bad}")
-    out = {}
-    for d, n in sizes.items():
-        if d in SPATIAL_DIMS:
-            c = int(chunks.get(d, n))
-            if c < 1:
-                raise MalaflowError(f"chunk size for {d!r} must be ≥ 1, got {chunks[d]}")
-            out[d] = min(c, int(n))
-    return out
-
-
-def chunk_spec(ds: xr.Dataset | xr.DataArray, chunks: Chunks) -> dict[str, int]:
-    """Normalise a chunk request: spatial dims chunked, every other dim whole."""
-    return {d: -1 for d in ds.dims} | spatial_chunks(dict(ds.sizes), chunks)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def move_into_place(complete: Path, path: Path) -> None:
-    """Rename a finished directory to ``path``, replacing what is there (each step a
-    rename, so ``path`` is always either the old or the new version, never a mix)."""
-    if path.exists():
-        old = path.parent / f".malaflow-old-{path.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(path, old)
-        os.rename(complete, path)
-        shutil.rmtree(old)
-    else:
-        os.rename(complete, path)
-
-
-# who made a temporary: a hash of the host name and the process id, so another process can
-# tell a killed run's leftovers (owner gone) from a run in progress
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TEMPORARY = re.compile(r"\.malaflow-tmp-.+-h(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the temporaries in ``folder`` whose writer (on this host) no longer runs."""
-    removed = []
-    for tmp in folder.glob(".malaflow-tmp-*"):
-        m = _TEMPORARY.fullmatch(tmp.name)
-        if m and m["host"] == _HOST and not _running(int(m["pid"])):
-            log.warning("removing %s, left by a run that was killed", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``path`` only if the block succeeds.
-
-    The temporary sits beside ``path`` (same file system, so the rename is atomic)
-    under a hidden name; on any exception it is removed and nothing is left behind.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise StoreError(f"{path} exists already; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    tmp = path.parent / f".malaflow-tmp-{path.name}-h{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        yield tmp
-        move_into_place(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def _as_float(arr: Any, dtype: np.dtype | None) -> Any:
-    if dtype is None or arr is None or not np.issubdtype(arr.dtype, np.floating):
-        return arr
-    return arr.astype(dtype)
-
-
-def write_snapshot(
-    snapshot: Snapshot | xr.Dataset,
-    path: str | Path,
-    chunks: Chunks = None,
-    overwrite: bool = False,
-    dtype: Any = np.float32,
-) -> Path:
-    """Write a snapshot as a Zarr v3 group at ``path``, atomically.
-
-    Grid arrays are chunked over space by ``chunks`` (an int for all three spatial
-    dims, or a mapping like ``{"x": 32, "y": 32, "z": 16}``; energies and features
-    stay whole) and stored as ``dtype`` (float32 by default; ``None`` keeps them).
-    """
-    if isinstance(snapshot, xr.Dataset):
-        snapshot = Snapshot.from_dataset(snapshot)
-    path = Path(path)
-    ds = snapshot.to_dataset()
-    for name in ("ldos", "density", "dos"):
-        if name in ds:
-            ds[name] = ds[name].copy(data=_as_float(ds[name].data, dtype))
-    with atomic_directory(path, overwrite=overwrite) as tmp:
-        ds.chunk(chunk_spec(ds, chunks)).to_zarr(
-            tmp, mode="w-", zarr_format=3, consolidated=False
-        )
-        for name, arr in snapshot.descriptors.items():
-            _write_descriptor_group(tmp, name, arr, chunks, dtype)
-    log.info("wrote snapshot %s", path)
-    return path
-
-
-def _write_descriptor_group(
-    store: Path, name: str, arr: xr.DataArray, chunks: Chunks, dtype: Any
-) -> None:
-    arr = arr.copy(data=_as_float(arr.data, dtype))
-    arr.name = name
-    ds = arr.to_dataset()
-    zarr.open_group(store, mode="a", zarr_format=3).require_group(DESCRIPTOR_GROUP)
-    ds.chunk(chunk_spec(ds, chunks)).to_zarr(
-        store, group=f"{DESCRIPTOR_GROUP}/{name}", mode="w-", zarr_format=3, consolidated=False
-    )
-
-
-def descriptor_array(
-    values: Any, params: Mapping[str, Any] | None = None, plugin: str | None = None,
-    params_hash: str | None = None, name: str | None = None,
-) -> xr.DataArray:
-    """Wrap a (x, y, z, feature) array as a descriptor DataArray with its parameters."""
-    if values.ndim != 4:
-        raise MalaflowError(f"descriptors must be (x, y, z, feature), got shape {values.shape}")
-    attrs = {"params": dict(params or {})}
-    if plugin is not None:
-        attrs["plugin"] = plugin
-    if params_hash is not None:
-        attrs["params_hash"] = params_hash
-    return xr.DataArray(
-        values,
-        dims=SPATIAL_DIMS + ("feature",),
-        coords={d: np.arange(n) for d, n in zip(SPATIAL_DIMS + ("feature",), values.shape)},
-        name=name,
-        attrs=attrs,
-    )
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _check_store(path: Path) -> None:
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path}: no snapshot store here (no zarr.json); write one first")
-
-
-def open_snapshot(path: str | Path, chunks: Chunks | str = "stored") -> xr.Dataset:
-    """Open a snapshot store lazily: every grid array is dask-backed.
-
-    ``chunks="stored"`` uses the chunking on disk; an int or mapping rechunks.
-    """
-    path = Path(path)
-    _check_store(path)
-    ds = xr.open_zarr(path, consolidated=False, chunks={} if chunks == "stored" else None)
-    if "malaflow_format" not in ds.attrs:
-        raise StoreError(f"{path}: a Zarr group, but not a malaflow snapshot")
-    if chunks != "stored":
-        ds = ds.chunk(chunk_spec(ds, chunks))
-    return ds
-
-
-def list_descriptors(path: str | Path) -> list[str]:
-    """Names of the descriptor arrays stored in a snapshot."""
-    path = Path(path)
-    _check_store(path)
-    root = zarr.open_group(path, mode="r")
-    if DESCRIPTOR_GROUP not in root:
-        return []
-    # hidden names are arrays being written (see malaflow.compute)
-    return sorted(k for k in root[DESCRIPTOR_GROUP].group_keys() if not k.startswith("."))
-
-
-def open_descriptors(path: str | Path, name: str) -> xr.DataArray:
-    """The descriptor array ``name`` of a snapshot store, lazily, dims (x, y, z, feature)."""
-    names = list_descriptors(path)
-    if name not in names:
-        raise StoreError(
-            f"{path}: no descriptors named {name!r} (stored: {', '.join(names) or 'none'})"
-        )
-    ds = xr.open_zarr(path, group=f"{DESCRIPTOR_GROUP}/{name}", consolidated=False, chunks={})
-    return ds[name]
-
-
-def load_snapshot(path: str | Path) -> Snapshot:
-    """A :class:`Snapshot` with lazy (dask) arrays from a store."""
-    descriptors = {n: open_descriptors(path, n) for n in list_descriptors(path)}
-    return Snapshot.from_dataset(open_snapshot(path), descriptors=descriptors)

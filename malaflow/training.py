@@ -26,18 +26,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifact import TrainedModel, package_versions
+from .trained_model import TrainedModel, package_versions
 from .catalog import Catalog, default_catalog_path
 from .compute import compute_descriptors
 from .runtime import session_client, task_resources
+from .config import load_config
 from .data import SCALINGS, BatchLoader, Scaler, feature_range, open_pairs
 from .descriptors import get_descriptor
 from .devices import torch_device
 from .errors import MalaflowError, ParameterError
-from .params import check_keys
 from .models import get_model
-from .readers import read_yaml
-from .snapshot import open_snapshot
+from .store import open_snapshot
 from .targets import DEFAULT_TARGET, get_target
 from .trust import shortest_distance
 
@@ -92,22 +91,10 @@ class TrainingConfig:
                 raise ParameterError(f"training config: {message}")
 
     @classmethod
-    def load(cls, source: TrainingConfig | Mapping[str, Any] | str | Path) -> TrainingConfig:
-        """From a config object, a dict, or a YAML file (relative paths in it are taken
-        relative to the file)."""
-        if isinstance(source, TrainingConfig):
-            return source
-        base = None
-        if isinstance(source, (str, Path)):
-            path = Path(source)
-            source, base = read_yaml(path, "training config"), path.parent
-        check_keys(source, (f.name for f in dataclasses.fields(cls)), "training config")
-        config = cls(**source)
-        if base is not None:
-            config.output = str((base / config.output).resolve())
-            if config.catalog:
-                config.catalog = str((base / config.catalog).resolve())
-        return config
+    def load(cls, source: TrainingConfig | Mapping[str, Any] | str | Path, base: Path | None = None) -> TrainingConfig:
+        """From a config object, a dict, or a YAML file (relative paths taken relative to
+        the file, or to ``base`` for a mapping written in another config's file)."""
+        return load_config(cls, source, "training config", paths=("output", "catalog"), base=base)
 
 
 def select_ids(cat: Catalog, selection: Mapping[str, Any], what: str) -> list[str]:

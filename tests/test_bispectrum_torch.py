@@ -10,12 +10,9 @@ import torch
 from malaflow import compute_descriptors, read_snapshot, write_snapshot
 from malaflow.descriptors import Structure, get_descriptor
 from malaflow.errors import ParameterError
-from malaflow_plugins.descriptors.bispectrum import BispectrumDescriptor
-from malaflow_plugins.descriptors.bispectrum_torch import (
-    BispectrumTorchDescriptor,
-    bispectrum_features,
-    clebsch_gordan,
-)
+from malaflow_plugins.descriptors.bispectrum_lammps import BispectrumLammpsDescriptor
+from malaflow_plugins.descriptors.bispectrum_torch import BispectrumTorchDescriptor, bispectrum_features
+from malaflow_plugins.descriptors.snap import clebsch_gordan
 
 from conftest import DEMO_DATA, at_points, mala_bispectrum
 from test_descriptors import TRICLINIC, feature_error
@@ -49,7 +46,7 @@ def test_parity_with_mala_files_and_lammps(mala_data, snapshot):
     values = BispectrumTorchDescriptor().compute_grid(structure, snap.grid_shape)
     assert feature_error(at_points(values, index), reference) < 5e-7
     for twojmax in (4, 6):
-        lammps = BispectrumDescriptor({"twojmax": twojmax}).compute_grid(structure, snap.grid_shape)
+        lammps = BispectrumLammpsDescriptor({"twojmax": twojmax}).compute_grid(structure, snap.grid_shape)
         torch_values = BispectrumTorchDescriptor({"twojmax": twojmax}).compute_grid(structure, snap.grid_shape)
         assert feature_error(torch_values, lammps) < 3e-13, twojmax
 
@@ -60,13 +57,13 @@ def test_two_element_triclinic_cell_matches_lammps():
     structure = Structure.build(rng.random((5, 3)) @ TRICLINIC, numbers, TRICLINIC)
     params = {"twojmax": 6, "radelem": {"H": 0.35, "Be": 0.5}, "wj": {"H": 0.7, "Be": 1.0}, "rcutfac": 4.2}
     grid = (7, 6, 8)
-    lammps = BispectrumDescriptor(params).compute_grid(structure, grid)
+    lammps = BispectrumLammpsDescriptor(params).compute_grid(structure, grid)
     values = BispectrumTorchDescriptor(params).compute_grid(structure, grid)
     assert feature_error(values, lammps) < 4e-14  # 3.9e-15 measured
     quad = {**params, "quadraticflag": 1, "bzeroflag": 1, "twojmax": 4}
     assert feature_error(
         BispectrumTorchDescriptor(quad).compute_grid(structure, grid),
-        BispectrumDescriptor(quad).compute_grid(structure, grid),
+        BispectrumLammpsDescriptor(quad).compute_grid(structure, grid),
     ) < 1e-13  # 9.3e-15 measured
 
 

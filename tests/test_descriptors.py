@@ -15,8 +15,10 @@ from malaflow import compute_descriptors, descriptor_grid, read_snapshot, write_
 from malaflow.cli import app
 from malaflow.descriptors import Descriptor, Structure, compute_block, get_descriptor, param
 from malaflow.errors import ParameterError, PluginError, StoreError
-from malaflow.snapshot import voxel_volume
-from malaflow_plugins.descriptors.bispectrum import BispectrumDescriptor, n_bispectrum
+from malaflow.grid import voxel_volume
+from malaflow_plugins.descriptors.bispectrum import BispectrumDescriptor as BispectrumCompiled
+from malaflow_plugins.descriptors.bispectrum_lammps import BispectrumLammpsDescriptor
+from malaflow_plugins.descriptors.snap import n_bispectrum
 from malaflow_plugins.descriptors.gaussian import GaussianDescriptor
 
 from conftest import DEMO_DATA, at_points, mala_bispectrum
@@ -50,7 +52,7 @@ def triclinic_structure(seed: int = 1, elements=(4, 4, 4)) -> Structure:
 def test_feature_count():
     assert [n_bispectrum(t) for t in (0, 2, 4, 6, 10)] == [1, 5, 14, 30, 91]
     s = triclinic_structure()
-    assert BispectrumDescriptor({"quadraticflag": 1, "twojmax": 2}).n_features(s) == 5 + 15
+    assert BispectrumLammpsDescriptor({"quadraticflag": 1, "twojmax": 2}).n_features(s) == 5 + 15
 
 
 def test_bispectrum_equals_mala_reference_on_all_be2_snapshots(mala_data):
@@ -59,7 +61,7 @@ def test_bispectrum_equals_mala_reference_on_all_be2_snapshots(mala_data):
     snaps = [read_snapshot(mala_data / "Be2" / f"Be_snapshot{i}.info.json", reader="mala") for i in range(4)]
     for snap in snaps:
         snap.descriptors.clear()  # compute from the atoms only
-    computed = compute_descriptors(snaps, "bispectrum", progress=False)
+    computed = compute_descriptors(snaps, "bispectrum_lammps", progress=False)
     for i, values in enumerate(computed):
         index, reference = mala_bispectrum(mala_data, i)
         assert values.shape == (18, 18, 27, 91)
@@ -71,7 +73,7 @@ def test_bispectrum_is_rotation_invariant(cell):
     """A rotated copy of the cell (no longer in LAMMPS's orientation) gives the same
     features at the same fractional grid points."""
     frac = np.random.default_rng(2).random((3, 3))
-    d = BispectrumDescriptor({"twojmax": 4})
+    d = BispectrumLammpsDescriptor({"twojmax": 4})
     grid = (5, 4, 6)
     reference = d.compute_grid(Structure.build(frac @ cell, [4, 4, 4], cell), grid)
     rot = random_rotation(3)
@@ -87,7 +89,7 @@ def test_bispectrum_sheared_basis_of_the_same_crystal():
     than half the box) against a cell without any."""
     ortho = np.diag([3.2, 2.9, 3.6])
     frac = np.random.default_rng(7).random((3, 3))
-    d = BispectrumDescriptor({"twojmax": 4})
+    d = BispectrumLammpsDescriptor({"twojmax": 4})
     reference = d.compute_grid(Structure.build(frac @ ortho, [4, 4, 4], ortho), (4, 4, 4))
     sheared = np.array([ortho[0], ortho[1] + ortho[0], ortho[2] - ortho[1] + ortho[0]])
     values = d.compute_grid(Structure.build(frac @ ortho, [4, 4, 4], sheared), (4, 4, 4))
@@ -101,7 +103,7 @@ def test_bispectrum_translation_by_a_grid_step_rolls_the_grid():
     periodic boundary (fractional x = 1 → 0)."""
     grid = (6, 5, 4)
     frac = np.array([[1 - 1 / 6, 0.3, 0.2], [0.4, 0.7, 0.9], [0.1, 0.15, 0.55]])
-    d = BispectrumDescriptor({"twojmax": 4})
+    d = BispectrumLammpsDescriptor({"twojmax": 4})
     before = d.compute_grid(Structure.build(frac @ TRICLINIC, [4, 4, 4], TRICLINIC), grid)
     moved = frac + [1 / 6, 0, 0]
     after = d.compute_grid(Structure.build(moved @ TRICLINIC, [4, 4, 4], TRICLINIC), grid)
@@ -114,7 +116,7 @@ def test_bispectrum_supercell_repeats_the_unit_cell():
     """A 2×1×1 supercell with twice the grid points along a1 holds the unit cell's
     features twice: periodic images of a triclinic cell are handled."""
     s = triclinic_structure(4, elements=(4, 1))
-    d = BispectrumDescriptor({"twojmax": 4, "radelem": {"H": 0.4, "Be": 0.5}, "wj": {"H": 0.8, "Be": 1.0}})
+    d = BispectrumLammpsDescriptor({"twojmax": 4, "radelem": {"H": 0.4, "Be": 0.5}, "wj": {"H": 0.8, "Be": 1.0}})
     unit = d.compute_grid(s, (4, 4, 5))
     cell2 = s.cell * [[2], [1], [1]]
     pos2 = np.vstack([s.positions, s.positions + s.cell[0]])
@@ -125,7 +127,7 @@ def test_bispectrum_supercell_repeats_the_unit_cell():
 def test_bispectrum_rejects_a_left_handed_cell():
     cell = TRICLINIC[[1, 0, 2]]
     with pytest.raises(ParameterError, match="left-handed"):
-        BispectrumDescriptor().compute_grid(Structure.build([[0.1, 0.2, 0.3]], [4], cell), (2, 2, 2))
+        BispectrumLammpsDescriptor().compute_grid(Structure.build([[0.1, 0.2, 0.3]], [4], cell), (2, 2, 2))
 
 
 # --------------------------------------------------------------------------- gaussian
@@ -240,7 +242,7 @@ def test_other_parameters_under_the_same_name_are_not_overwritten(tmp_path):
 def test_mala_descriptors_are_a_cache_hit_only_when_their_parameters_are_known(mala_data, tmp_path, monkeypatch):
     """A store ingested from MALA's files with descriptor_params="mala" holds `bispectrum`
     with MALA's parameters, which are the plugin's defaults: asking for them again must
-    not run LAMMPS. Without that word the .in.npy is kept as `bispectrum-unknown`, and a
+    not recompute them. Without that word the .in.npy is kept as `bispectrum-unknown`, and a
     request for `bispectrum` computes it (and gets MALA's values, as LAMMPS reproduces them)."""
     unknown = write_snapshot(read_snapshot(mala_data / "Be2" / "Be_snapshot0.out.npy", reader="mala"),
                              tmp_path / "u.zarr")
@@ -251,7 +253,7 @@ def test_mala_descriptors_are_a_cache_hit_only_when_their_parameters_are_known(m
 
     known = read_snapshot(mala_data / "Be2" / "Be_snapshot0.out.npy", reader="mala", descriptor_params="mala")
     store = write_snapshot(known, tmp_path / "m.zarr")
-    monkeypatch.setattr(BispectrumDescriptor, "compute_grid", lambda *a: pytest.fail("recomputed"))
+    monkeypatch.setattr(BispectrumCompiled, "compute", lambda *a: pytest.fail("recomputed"))
     stored = compute_descriptors(store, "bispectrum", progress=False)
     assert stored.shape == (18, 18, 27, 91)
 
@@ -405,7 +407,7 @@ def test_temporaries_of_killed_runs_are_removed(tmp_path):
     write in that folder; one whose writer runs is left alone."""
     import subprocess
 
-    from malaflow.snapshot import _HOST
+    from malaflow.atomic import _HOST
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid is free now

@@ -162,8 +162,8 @@ def test_an_extended_study_draws_what_a_longer_study_draws(be2_catalog, tmp_path
 
 
 def test_trials_run_as_dask_tasks_on_gpu_workers(be2_catalog, tmp_path):
-    """Two workers declaring a GPU each, two trials at once: each trial is one task with
-    the GPU resource (torch falls back to the CPU here). A searched descriptor parameter
+    """Two workers declaring a GPU each, two trials at once: each segment of a trial is one
+    task with the GPU resource (torch falls back to the CPU here). A searched descriptor parameter
     is computed into the stores beside the default one (under a hashed name), once."""
     distributed = pytest.importorskip("distributed")
     config = study_config(be2_catalog, tmp_path, trials=2, parallel=2, pruner="successive_halving",
@@ -172,8 +172,9 @@ def test_trials_run_as_dask_tasks_on_gpu_workers(be2_catalog, tmp_path):
                            "dashboard_address": None}) as client:
         with distributed.get_task_stream(client) as stream:
             result = malaflow.optimize(config, client=client, progress=False)
-    trials = [t for t in stream.data if t["key"].startswith("trial-study-")]
-    assert len(trials) == 2 and len({t["worker"] for t in trials}) == 2
+    segments = [t for t in stream.data if t["key"].startswith("trial-study-")]
+    assert {t["key"].split("-")[2] for t in segments} == {"0", "1"}  # trial-<study>-<trial>-<segment>
+    assert len(segments) == 2 * 3 and len({t["worker"] for t in segments}) == 2  # 6 epochs, report_every 2
     assert [t.state.name for t in result.study.trials] == ["COMPLETE", "COMPLETE"]
     assert malaflow.load_model(result.best_model).metadata["epochs_done"] == 6
     for i in range(3):  # training and validation snapshots

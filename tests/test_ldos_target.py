@@ -17,7 +17,7 @@ from scipy.integrate import quad
 
 import malaflow
 from malaflow.errors import ParameterError
-from malaflow.snapshot import voxel_volume
+from malaflow.grid import voxel_volume
 from malaflow.units import KB_EV
 from malaflow.physics import dos as L
 from malaflow.physics.fermi import (

@@ -12,7 +12,7 @@ import zarr
 import malaflow
 from malaflow import snapshot as snapmod
 from malaflow.errors import MalaflowError, StoreError
-from malaflow.snapshot import grid_positions, voxel_volume
+from malaflow.grid import grid_positions, voxel_volume
 
 
 def make_snapshot(rng: np.random.Generator, grid=(10, 12, 7), n_e=6) -> malaflow.Snapshot:

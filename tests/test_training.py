@@ -46,7 +46,7 @@ def test_scalers_match_numpy_statistics():
 
 
 def test_streaming_loader_visits_every_point_once_per_epoch(be2_catalog):
-    pairs = [SnapshotPair.open(be2_catalog.store_path(f"be2-{i}"), "gaussian") for i in (0, 1)]
+    pairs = [SnapshotPair.open(be2_catalog.store_path(f"be2-{i}"), "gaussian", "ldos") for i in (0, 1)]
     identity = Scaler("none", np.zeros(1), np.ones(1)), Scaler("none", np.zeros(11), np.ones(11))
     loader = BatchLoader(pairs, *identity, batch_size=100, buffer_points=1500, cache_mb=0.0, seed=3)
     assert not loader.cached and len(pairs[0].blocks) == 2 * 2 * 3

@@ -25,7 +25,7 @@ import xarray as xr
 from scipy.optimize import brentq
 
 from ..errors import ParameterError
-from ..snapshot import SPATIAL_DIMS, voxel_volume
+from ..grid import SPATIAL_DIMS, voxel_volume
 from ..units import KB_EV
 from .fermi import entropy_antiderivative, entropy_kernel, fermi_antiderivative, fermi_dirac
 

@@ -1,6 +1,7 @@
 """``bispectrum_torch``: the SNAP bispectrum of LAMMPS's ``compute sna/grid``, in PyTorch.
 
-Same parameters, same features in the same order as the ``bispectrum`` (LAMMPS) plugin,
+Same parameters, same features in the same order as ``bispectrum_lammps`` (the feature
+set ``bispectrum`` of :mod:`.snap`),
 but computed for any block of grid points from the atoms alone — so one snapshot can be
 spread over many Dask workers — on CPU or GPU, and differentiable with respect to the
 atomic positions.
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import cache
 
 import numpy as np
@@ -35,7 +35,7 @@ from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
 from malaflow.devices import DEVICE_HELP, check_device_name, torch_device
-from malaflow_plugins.descriptors.bispectrum import BispectrumDescriptor, BispectrumParams, bispectrum_indices
+from .snap import BispectrumParams, SnapBispectrum, bispectrum_indices, clebsch_gordan, u_offsets
 
 #: neighbour pairs and points handled at once; bounds memory (≈ 1 kB per pair and level)
 PAIRS_PER_STEP = 1 << 12
@@ -55,34 +55,6 @@ class BispectrumTorchParams(BispectrumParams):
 
 
 # --------------------------------------------------------------------------- coefficients
-
-
-def clebsch_gordan(j1: int, m1: int, j2: int, m2: int, j: int, m: int) -> float:
-    """⟨j1/2 m1/2; j2/2 m2/2 | j/2 m/2⟩ (all arguments doubled, so half-integers are
-    integers), by Racah's formula with exact rational arithmetic."""
-    if m1 + m2 != m or not (abs(j1 - j2) <= j <= j1 + j2) or (j1 + j2 + j) % 2:
-        return 0.0
-    if abs(m1) > j1 or abs(m2) > j2 or abs(m) > j:
-        return 0.0
-    f = math.factorial
-    a, b, c = (j1 + j2 - j) // 2, (j1 - m1) // 2, (j2 + m2) // 2
-    d, e = (j - j2 + m1) // 2, (j - j1 - m2) // 2
-    total = Fraction(0)
-    for k in range(max(0, -d, -e), min(a, b, c) + 1):
-        total += Fraction((-1) ** k, f(k) * f(a - k) * f(b - k) * f(c - k) * f(d + k) * f(e + k))
-    norm = Fraction(
-        (j + 1) * f((j1 + j2 - j) // 2) * f((j1 - j2 + j) // 2) * f((-j1 + j2 + j) // 2),
-        f((j1 + j2 + j) // 2 + 1),
-    ) * (
-        f((j1 + m1) // 2) * f((j1 - m1) // 2) * f((j2 + m2) // 2) * f((j2 - m2) // 2)
-        * f((j + m) // 2) * f((j - m) // 2)
-    )
-    return float(total) * math.sqrt(norm)
-
-
-def u_offsets(twojmax: int) -> list[int]:
-    """Start of U_j in the flat array of all (j+1)×(j+1) matrices, row (m') major."""
-    return [sum((k + 1) ** 2 for k in range(j)) for j in range(twojmax + 2)]
 
 
 @dataclass(frozen=True)
@@ -344,13 +316,14 @@ def bispectrum_features(
     return b_list
 
 
-class BispectrumTorchDescriptor(BispectrumDescriptor):
+class BispectrumTorchDescriptor(SnapBispectrum):
     """SNAP bispectrum at any block of grid points, in PyTorch (CPU/GPU, differentiable)."""
 
     name = "bispectrum_torch"
     Params = BispectrumTorchParams
     blockwise = True
     resources = {"GPU": 1}
+    preferred_on = ("cuda",)
 
     def device(self) -> torch.device:
         return torch_device(self.params.device, self.name)

@@ -25,7 +25,7 @@ import numpy as np
 from malaflow import Snapshot, get_plugin, hookimpl
 from malaflow.errors import InputFileError
 from malaflow.readers import FLOAT, Reader, check_finite, file_provenance
-from malaflow.snapshot import descriptor_array
+from malaflow.store import descriptor_array
 from malaflow.xarray_backend import backend_for
 
 

@@ -19,7 +19,7 @@ from malaflow import Snapshot, hookimpl
 from malaflow.errors import InputFileError
 from malaflow.physics.fermi import fermi_dirac
 from malaflow.readers import FLOAT, Reader, TextFile, check_finite, file_provenance, glob_files, head, sha256
-from malaflow.snapshot import voxel_volume
+from malaflow.grid import voxel_volume
 from malaflow.units import BOHR_ANGSTROM, KB_EV, RYDBERG_EV
 from malaflow.xarray_backend import backend_for
 

@@ -1,0 +1,5 @@
+"""``python -m malaflow.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,155 @@
+"""Commands that learn and use models: train, hpo, predict, test; generate DFT data; the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import (
+    CatalogOption, ClusterOption, SchemeOption, catalog_at, on_cluster, app,
+)
+from ..catalog import Catalog, default_catalog_path
+from ..errors import MalaflowError
+
+
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="Training config (YAML); see examples/train-be2.yaml"),
+    resume: bool = typer.Option(True, help="Continue from the checkpoint in the output folder, if any"),
+    max_epochs: Optional[int] = typer.Option(None, help="Stop after this many epochs in this run (resume later)"),
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Train a model on catalogued snapshots; prints the validation errors."""
+    from ..trained_model import load_model
+    from ..evaluation import errors_table, evaluate_stores
+    from ..training import TrainingConfig, train
+
+    cfg = TrainingConfig.load(config)
+    with on_cluster(cluster):
+        path = train(cfg, resume=resume, max_epochs=max_epochs)
+    model = load_model(path)
+    cat = Catalog.load(cfg.catalog or default_catalog_path())
+    ids = model.metadata["validation_snapshots"]
+    typer.echo(f"model: {path}  (history: {path / 'history.csv'})\nvalidation:")
+    typer.echo(errors_table([e for e, *_ in evaluate_stores(model, {i: cat.store_path(i) for i in ids})]))
+
+
+@app.command("hpo")
+def hpo_cmd(
+    config: Path = typer.Argument(..., help="Study config (YAML); see examples/hpo-be2.yaml"),
+    trials: Optional[int] = typer.Option(None, help="Total trials of the study [the config's]"),
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Hyperparameter study with Optuna: trials as Dask tasks; run again to go on."""
+    from ..evaluation import errors_table
+    from ..hpo import optimize
+
+    with on_cluster(cluster):
+        result = optimize(config, trials=trials)
+    typer.echo(f"best trials (of {len(result.study.trials)}):\n{result.table}\n")
+    typer.echo(f"best model: {result.best_model}")
+    if result.test_errors:
+        typer.echo(f"best model on the test snapshots:\n{errors_table(result.test_errors)}")
+    for key in ("trials", "history", "importances", "report"):
+        if key in result.files:
+            typer.echo(f"{key}: {result.files[key]}")
+
+
+@app.command("predict")
+def predict_cmd(
+    model: Path = typer.Argument(..., help="Trained model folder"),
+    structure: Path = typer.Argument(..., help="Atomic structure: any file ASE reads (POSCAR, .xyz, .cif, pw.x input, ...)"),
+    grid: Optional[tuple[int, int, int]] = typer.Option(None, help="Grid points NX NY NZ [the training spacing]"),
+    chunks: int = typer.Option(32, help="Spatial chunk edge: bounds the memory of each task"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the predicted LDOS as a Zarr store"),
+    plot: Optional[Path] = typer.Option(None, help="PNG of the predicted DOS"),
+    scheme: str = SchemeOption,
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Predict the LDOS of a structure chunk by chunk and print its observables."""
+    import ase.io
+
+    from ..trained_model import load_model
+    from ..store import write_snapshot
+    from ..trust import observables_with_trust
+
+    try:
+        atoms = ase.io.read(structure)
+    except Exception as exc:
+        raise MalaflowError(f"{structure}: ASE cannot read this structure ({exc})") from None
+    predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks)
+    with on_cluster(cluster):
+        obs, share = observables_with_trust(predicted, scheme)
+        typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
+        for key, value in obs.as_dict().items():
+            typer.echo(f"  {key:<22} {value}")
+        typer.echo(f"  {'extrapolated':<22} {share:.1%} of the grid points (descriptors outside the training range)")
+        for text in predicted.attrs["warnings"]:
+            typer.echo(f"warning: {text}", err=True)
+        if output:
+            typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks)}")
+    if plot:
+        from ..plots import plot_dos
+
+        typer.echo(f"wrote {plot_dos(predicted, plot, scheme)}")
+
+
+@app.command("test")
+def test_cmd(
+    model: Path = typer.Argument(..., help="Trained model folder"),
+    splits: list[str] = typer.Option(["test"], "--split", help="Catalog split to test on (repeatable)"),
+    dataset: Optional[str] = typer.Option(None, help="Only snapshots of this dataset"),
+    ids: Optional[list[str]] = typer.Option(None, "--id", help="Snapshot ids instead of a split (repeatable)"),
+    plot: Optional[Path] = typer.Option(None, help="PNG of predicted vs. DFT DOS of the largest tested cell"),
+    catalog: Optional[Path] = CatalogOption,
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Errors of a model on test snapshots: LDOS MSE, band energy, Fermi level, density
+    (and per cell size, when the cells differ)."""
+    from ..trained_model import load_model
+    from ..evaluation import errors_by_size, errors_table, evaluate_stores
+
+    cat = catalog_at(catalog)
+    chosen = ids or [r.id for split in splits for r in cat.query(split=split, dataset=dataset)]
+    if not chosen:
+        raise MalaflowError(f"no snapshots with split {' or '.join(splits)}"
+                            + (f" in dataset {dataset!r}" if dataset else "") + f" in {cat.path}")
+    trained = load_model(model)
+    with on_cluster(cluster):
+        results = evaluate_stores(trained, {id: cat.store_path(id) for id in chosen})
+        errors = [e for e, _, _ in results]
+        typer.echo(errors_table(errors))
+        if len({e.n_atoms for e in errors}) > 1:
+            typer.echo(f"\nper cell size:\n{errors_by_size(errors)}")
+        if plot:
+            from ..plots import plot_dos_comparison
+
+            largest, predicted, reference = max(results, key=lambda r: r[0].n_atoms)
+            title = f"{largest.snapshot} ({largest.n_atoms} atoms): predicted vs. DFT DOS"
+            typer.echo(f"wrote {plot_dos_comparison(predicted, reference, plot, title=title)}")
+
+
+@app.command("generate")
+def generate_cmd(
+    config: Path = typer.Argument(..., help="Generation config (YAML); see examples/generate-be2.yaml"),
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Make training data with Quantum ESPRESSO: pw.x + pp.x per configuration → stores + catalog."""
+    from ..generate import generate
+
+    with on_cluster(cluster):
+        result = generate(config)
+    for state in ("done", "skipped", "failed"):
+        typer.echo(f"{state}: {len(result[state])}" + (f"  ({', '.join(result[state])})" if result[state] else ""))
+    if result["failed"]:
+        typer.echo("failures and their reasons: 'failed:' in the catalog (scratch folders kept); run again to retry")
+
+
+@app.command("demo")
+def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
+    """Run the main job on the shipped Be demo data: ingest, descriptors, observables, DOS plot."""
+    from ..demo import run_demo
+
+    run_demo(catalog or default_catalog_path())
