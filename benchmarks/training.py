@@ -32,22 +32,14 @@ OUR_SETTINGS = dict(layers=[200], learning_rate=3e-4, batch_size=32, epochs=100,
 def mala(data: str) -> dict:
     import mala as m
 
-    p = m.Parameters()
-    p.verbosity = 0
+    from .mala_inputs import be2_parameters
+
+    p = be2_parameters(epochs=100)
     p.data.input_rescaling_type = "feature-wise-standard"
     p.data.output_rescaling_type = "minmax"
     p.network.layer_activations = "ReLU"
-    p.running.max_number_epochs = 100
-    p.running.mini_batch_size = 40
     p.running.learning_rate = 0.00001
     p.running.optimizer = "Adam"
-    p.targets.target_type = "LDOS"
-    p.targets.ldos_gridsize = 11
-    p.targets.ldos_gridspacing_ev = 2.5
-    p.targets.ldos_gridoffset_ev = -5
-    p.descriptors.descriptor_type = "Bispectrum"
-    p.descriptors.bispectrum_twojmax = 10
-    p.descriptors.bispectrum_cutoff = 4.67637
     handler = m.DataHandler(p)
     for i, kind in ((0, "tr"), (1, "tr"), (2, "va"), (3, "te")):
         handler.add_snapshot(f"Be_snapshot{i}.in.npy", data, f"Be_snapshot{i}.out.npy", data, kind,

@@ -158,6 +158,17 @@ def input_hash(pw: str, pp: dict[str, str], qe: QESettings) -> str:
 # --------------------------------------------------------------------------- running
 
 
+def completed(raw: Path) -> bool:
+    """Whether ``raw`` holds a whole run: pw.x and both pp.x outputs ending in JOB DONE."""
+    outs = [raw / name for name in ("scf.out", "ldos.out", "density.out")]
+    return all(f.is_file() and "JOB DONE" in f.read_text(errors="replace")[-4000:] for f in outs)
+
+
+def _record(cat: Catalog, raw: Path, id: str, dataset: str, split: str | None) -> None:
+    cat.add(raw / "scf.out", reader="qe", id=id, dataset=dataset, split=split,
+            ldos=str(raw), density=str(raw / "density.cube"))
+
+
 def run_qe(workdir: str, pw: str, pp: dict[str, str], qe: QESettings) -> str:
     """pw.x then pp.x (LDOS, density) in ``workdir``; raises GenerationError with the reason."""
     work = Path(workdir)
@@ -210,6 +221,11 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
                 record.split = split
             result["skipped"].append(id)
             continue
+        if completed(out / "raw" / id):  # run before, not recorded (stopped between the two)
+            _record(cat, out / "raw" / id, id, config.dataset, split)
+            failed.pop(id, None)
+            result["done"].append(id)
+            continue
         jobs.append((id, pw, split))
     tasks = [(_attempt, (str(out / "scratch" / id), pw, pp, config.qe)) for id, pw, _ in jobs]
 
@@ -227,8 +243,7 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
                 if f.suffix in (".in", ".out", ".cube"):
                     shutil.move(str(f), raw / f.name)
             shutil.rmtree(workdir)
-            cat.add(raw / "scf.out", reader="qe", id=id, dataset=config.dataset, split=split,
-                    ldos=str(raw), density=str(raw / "density.cube"))
+            _record(cat, raw, id, config.dataset, split)
             result["done"].append(id)
         cat.save()
 

@@ -5,18 +5,24 @@ grid. :class:`Predicts` is the part of :class:`~malaflow.TrainedModel` that does
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import torch
 import xarray as xr
 
 from .compute import descriptor_grid
-from .descriptors import Descriptor, Structure, check_grid, get_descriptor
+from .descriptors import Descriptor, Structure, check_grid, fastest, get_descriptor
+from .descriptors import implementation as implementation_named
+from .devices import check_device_name, torch_device
 from .errors import MalaflowError
+from .runtime import session_client, task_resources
 from .grid import SPATIAL_DIMS, Chunks
 from .snapshot import Snapshot
 from .targets import get_target
@@ -25,6 +31,9 @@ from .trust import structure_warnings
 log = logging.getLogger(__name__)
 
 FORWARD_POINTS = 65536  # points per network call inside one chunk
+
+#: copies of networks on GPUs, per process: (id of the network, device) → module
+_ON_DEVICE: dict[tuple[int, str], torch.nn.Module] = {}
 
 
 class Predicts:
@@ -35,18 +44,33 @@ class Predicts:
         """The dataset variable the network predicts (``ldos`` for the LDOS target)."""
         return get_target(self.target).variable
 
-    def descriptor_plugin(self) -> Descriptor:
-        return get_descriptor(self.descriptor["plugin"], self.descriptor["params"])
+    def descriptor_plugin(self, implementation: str | None = None) -> Descriptor:
+        """The descriptor the model was trained on — computed by the plugin that computed
+        its training data, or by ``implementation``, another plugin of the same features."""
+        trained = get_descriptor(self.descriptor["plugin"], self.descriptor["params"])
+        return trained if implementation is None else implementation_named(trained, implementation)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """LDOS (n, energies) in 1/(eV·Å³) from raw descriptors (n, features)."""
-        self.network.eval()
-        out = np.empty((len(x), len(self.energies)), dtype=np.float64)
+    def network_on(self, device: torch.device) -> torch.nn.Module:
+        """The network on ``device`` (copied there once per process and device)."""
+        if device.type == "cpu":
+            return self.network.eval()
+        key = (id(self.network), str(device))
+        if key not in _ON_DEVICE:
+            _ON_DEVICE[key] = copy.deepcopy(self.network).to(device).eval()
+        return _ON_DEVICE[key]
+
+    def forward(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """LDOS (n, energies) in 1/(eV·Å³) from raw descriptors (n, features), on
+        ``device`` ("auto": CUDA if torch sees one): the inputs go there once, the network
+        runs in batches of FORWARD_POINTS on it, the LDOS comes back once."""
+        dev = torch_device(device, "prediction")
+        network = self.network_on(dev)
+        inputs = torch.as_tensor(self.x_scaler.transform(x), dtype=torch.float32).to(dev)
+        out = torch.empty((len(x), len(self.energies)), dtype=torch.float32, device=dev)
         with torch.no_grad():
             for start in range(0, len(x), FORWARD_POINTS):
-                xb = torch.as_tensor(self.x_scaler.transform(x[start : start + FORWARD_POINTS]), dtype=torch.float32)
-                out[start : start + len(xb)] = self.y_scaler.inverse(self.network(xb).numpy().astype(np.float64))
-        return out
+                out[start : start + FORWARD_POINTS] = network(inputs[start : start + FORWARD_POINTS])
+        return self.y_scaler.inverse(out.cpu().numpy().astype(np.float64))
 
     def outside_training(self, descriptors: xr.DataArray) -> float:
         """Fraction of grid points with some descriptor outside the training range
@@ -64,9 +88,9 @@ class Predicts:
         slack = 0.01 * (hi - lo)
         return ((block < lo - slack) | (block > hi + slack)).any(axis=-1)
 
-    def _forward_block(self, block: np.ndarray) -> np.ndarray:
+    def _forward_block(self, block: np.ndarray, device: str = "cpu") -> np.ndarray:
         shape = block.shape[:3]
-        return self.forward(block.reshape(-1, block.shape[3])).reshape(*shape, len(self.energies))
+        return self.forward(block.reshape(-1, block.shape[3]), device).reshape(*shape, len(self.energies))
 
     def grid_for(self, cell: np.ndarray) -> tuple[int, int, int]:
         """Grid points along each cell vector at the training data's spacing."""
@@ -83,18 +107,34 @@ class Predicts:
 
     def predict(
         self, structure: Any, grid_shape: Sequence[int] | None = None, chunks: Chunks = None,
-        descriptors: xr.DataArray | None = None,
+        descriptors: xr.DataArray | None = None, device: str = "auto", implementation: str | None = None,
     ) -> xr.Dataset:
         """The predicted LDOS of a structure (ase.Atoms, Snapshot, snapshot dataset) as a
         lazy snapshot dataset: ``malaflow.observables`` works on it, ``write_snapshot``
-        stores it. ``descriptors`` (x, y, z, feature) may be passed if already computed."""
+        stores it. ``descriptors`` (x, y, z, feature) may be passed if already computed.
+
+        Each chunk runs descriptors → network on the worker computing it: the network on
+        ``device`` ("auto": the worker's GPU if torch sees one, "cpu", "cuda[:N]"), the
+        descriptors by the fastest implementation of the model's features there (the
+        torch plugin on a GPU, the compiled kernel on a CPU) unless ``implementation``
+        names one. On a cluster offering the ``GPU`` resource the tasks ask for it."""
+        check_device_name(device, "prediction")
         s = Structure.from_any(structure)
         grid = check_grid(grid_shape) if grid_shape is not None else (
             tuple(structure.attrs["grid_shape"]) if hasattr(structure, "attrs") and structure.attrs.get("grid_shape")
             else tuple(getattr(structure, "grid_shape", None) or self.grid_for(s.cell))
         )
-        if descriptors is None:
-            descriptors = descriptor_grid(s, self.descriptor_plugin(), grid_shape=grid, chunks=chunks)
+        client = session_client()
+        resources = task_resources(client, {"GPU": 1}) if client is not None and device != "cpu" else None
+        with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+            if descriptors is None:
+                descriptor = fastest(self.descriptor_plugin(), device) if implementation is None \
+                    else self.descriptor_plugin(implementation)
+                descriptors = descriptor_grid(s, descriptor, grid_shape=grid, chunks=chunks)
+            return self._dataset(s, grid, descriptors, device)
+
+    def _dataset(self, s: Structure, grid: tuple[int, int, int], descriptors: xr.DataArray, device: str) -> xr.Dataset:
+        """The prediction dataset: LDOS (and the extrapolated points) over descriptor chunks."""
         x = descriptors.data
         if not isinstance(x, da.Array):
             x = da.from_array(np.asarray(x), chunks=(*x.shape[:3], -1))
@@ -104,7 +144,7 @@ class Predicts:
                 f"{len(self.x_scaler.shift)} features"
             )
         x = x.rechunk({3: -1})
-        ldos = x.map_blocks(self._forward_block, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),))
+        ldos = x.map_blocks(self._forward_block, device, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),))
         warnings = structure_warnings(self, s.positions, s.cell, tuple(grid))
         for text in warnings:
             log.warning("prediction: %s", text)

@@ -114,8 +114,8 @@ def test_device_choice():
             BispectrumTorchDescriptor({"device": "cuda"}).device()
     with pytest.raises(ParameterError, match="precision"):
         get_descriptor("bispectrum_torch", {"precision": "float16"})
-    # device and precision say how, not what: same stored name and hash as the defaults
-    assert get_descriptor("bispectrum_torch", {"device": "cpu", "precision": "float32"}).store_name() == "bispectrum_torch"
+    # device and precision say how, not what: the stored name and hash of the feature set
+    assert get_descriptor("bispectrum_torch", {"device": "cpu", "precision": "float32"}).store_name() == "bispectrum"
 
 
 def test_float32_is_close_to_float64():

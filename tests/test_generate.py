@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 
 import pytest
 import yaml
@@ -37,7 +38,7 @@ def test_split_counts_must_cover_the_configurations(tmp_path):
     assert not (tmp_path / "catalog.yaml").exists()
 
 
-def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path):
+def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path, monkeypatch):
     config = be_config(tmp_path)
     result = generate(config, progress=False)
     assert len(result["done"]) == 3 and not result["failed"]
@@ -57,6 +58,18 @@ def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path):
 
     again = generate(config, progress=False)
     assert again["done"] == [] and sorted(again["skipped"]) == sorted(result["done"])
+
+    # a run stopped after a cell's files reached raw/ but before its record: the next run
+    # records it from those files, without running DFT again
+    lost = result["done"][0]
+    shutil.rmtree(cat.store_path(lost))
+    doc = yaml.safe_load((tmp_path / "catalog.yaml").read_text())
+    doc["snapshots"] = [r for r in doc["snapshots"] if r["id"] != lost]
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr("malaflow.generate.run_qe", lambda *a: pytest.fail("DFT ran again"))
+    recovered = generate(config, progress=False)
+    assert recovered["done"] == [lost] and len(malaflow.Catalog.load(tmp_path / "catalog.yaml").records) == 3
+    monkeypatch.undo()
 
     impossible = be_config(tmp_path, conv_thr=1e-14, electron_maxstep=1)
     bad = generate(impossible, progress=False)

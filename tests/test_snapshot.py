@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 import malaflow
-from malaflow import snapshot as snapmod
+from malaflow import store as snapmod
 from malaflow.errors import MalaflowError, StoreError
 from malaflow.grid import grid_positions, voxel_volume
 

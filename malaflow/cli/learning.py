@@ -67,6 +67,9 @@ def predict_cmd(
     plot: Optional[Path] = typer.Option(None, help="PNG of the predicted DOS"),
     scheme: str = SchemeOption,
     cluster: Optional[Path] = ClusterOption,
+    device: str = typer.Option("auto", help="Network device: auto (a worker's GPU if it has one), cpu, cuda[:N]"),
+    implementation: Optional[str] = typer.Option(
+        None, help="Descriptor plugin to compute the model's features with [the fastest on each worker]"),
 ) -> None:
     """Predict the LDOS of a structure chunk by chunk and print its observables."""
     import ase.io
@@ -79,8 +82,9 @@ def predict_cmd(
         atoms = ase.io.read(structure)
     except Exception as exc:
         raise MalaflowError(f"{structure}: ASE cannot read this structure ({exc})") from None
-    predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks)
     with on_cluster(cluster):
+        predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks, device=device,
+                                              implementation=implementation)
         obs, share = observables_with_trust(predicted, scheme)
         typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
         for key, value in obs.as_dict().items():

@@ -13,7 +13,7 @@ from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
 
-from .snap import BispectrumParams, SnapBispectrum
+from .snap import BispectrumParams, SnapBispectrum, finish_features
 from .snap_kernel import bispectrum_block
 
 
@@ -25,21 +25,6 @@ class BispectrumCompiledParams(BispectrumParams):
         super().__post_init__()
         if self.threads < 1:
             raise ParameterError(f"bispectrum: threads must be ≥ 1, got {self.threads}")
-
-
-def finish_features(b: np.ndarray, params: BispectrumParams) -> np.ndarray:
-    """LAMMPS's options on the raw components: bzeroflag subtracts an isolated point's
-    B(j1, j2, j) = j + 1 (2j values); quadraticflag appends ½B_i² and B_i·B_j (i < j)."""
-    from .snap import bispectrum_indices
-
-    if params.bzeroflag:
-        b = b - (np.array([j for _, _, j in bispectrum_indices(params.twojmax)], dtype=float) + 1.0)
-    if params.quadraticflag:
-        iu, ju = np.triu_indices(b.shape[1])
-        products = b[:, iu] * b[:, ju]
-        products[:, iu == ju] *= 0.5
-        b = np.concatenate([b, products], axis=1)
-    return b
 
 
 class BispectrumDescriptor(SnapBispectrum):

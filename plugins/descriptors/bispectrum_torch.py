@@ -35,7 +35,9 @@ from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
 from malaflow.devices import DEVICE_HELP, check_device_name, torch_device
-from .snap import BispectrumParams, SnapBispectrum, bispectrum_indices, clebsch_gordan, u_offsets
+from .snap import (
+    BispectrumParams, SnapBispectrum, bispectrum_indices, clebsch_gordan, finish_features, u_offsets,
+)
 
 #: neighbour pairs and points handled at once; bounds memory (≈ 1 kB per pair and level)
 PAIRS_PER_STEP = 1 << 12
@@ -305,15 +307,7 @@ def bispectrum_features(
         terms = uz[:, 0] + uz[:, 1]  # Re(conj(U_j) · Z)
         blocks.append(torch.zeros((n_b, n), dtype=real, device=device).index_add(0, z_feature, terms).T)
     b_list = torch.cat(blocks) if blocks else torch.zeros((0, n_b), dtype=real, device=device)
-    if p.bzeroflag:
-        j = torch.tensor([jj for _, _, jj in bispectrum_indices(p.twojmax)], dtype=real, device=device)
-        b_list = b_list - (j + 1.0)
-    if p.quadraticflag:
-        iu, ju = torch.triu_indices(n_b, n_b, device=device)
-        products = b_list[:, iu] * b_list[:, ju]
-        products = torch.where(iu == ju, 0.5 * products, products)
-        b_list = torch.cat([b_list, products], dim=1)
-    return b_list
+    return finish_features(b_list, p)
 
 
 class BispectrumTorchDescriptor(SnapBispectrum):

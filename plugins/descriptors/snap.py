@@ -15,7 +15,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
+import numpy as np
 from ase.data import chemical_symbols
 
 from malaflow.descriptors import Descriptor, Structure, check_elements, param
@@ -117,3 +119,20 @@ class SnapBispectrum(Descriptor):
         value = self.params.radelem
         radii = value.values() if isinstance(value, Mapping) else [value]
         return 2.0 * self.params.rcutfac * max(radii)
+
+
+def finish_features(b: Any, params: BispectrumParams) -> Any:
+    """LAMMPS's options on the raw components B (points × features, a numpy array or a
+    torch tensor): bzeroflag subtracts an isolated point's B(j1, j2, j) = j + 1 (2j
+    values); quadraticflag appends ½B_i² and B_i·B_j (i < j), in LAMMPS's order."""
+    numpy = isinstance(b, np.ndarray)
+    if not numpy:
+        import torch
+    same = np.asarray if numpy else (lambda x: torch.as_tensor(x, dtype=b.dtype, device=b.device))  # noqa: E731
+    if params.bzeroflag:
+        b = b - same([j + 1.0 for _, _, j in bispectrum_indices(params.twojmax)])
+    if params.quadraticflag:
+        iu, ju = np.triu_indices(b.shape[1])
+        products = b[:, iu] * b[:, ju] * same(np.where(iu == ju, 0.5, 1.0))
+        b = np.concatenate([b, products], axis=1) if numpy else torch.cat([b, products], dim=1)
+    return b

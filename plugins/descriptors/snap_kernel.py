@@ -38,7 +38,7 @@ import numpy as np
 from .snap import bispectrum_indices, clebsch_gordan, u_offsets
 
 #: points per thread-pool task: enough to amortise the call, small enough to balance
-TILE_POINTS = 256
+TILE_POINTS = 256  # a multiple of LANES
 
 
 @dataclass(frozen=True)
@@ -74,44 +74,80 @@ def tables(twojmax: int) -> Tables:
     return Tables(twojmax, off, scale, np.array(cg), cg_start, features)
 
 
+#: neighbours whose Wigner matrices are built side by side, one SIMD lane each
+NEIGHBOUR_LANES = 16
+
+
 @numba.njit(nogil=True, cache=True)
-def _add_neighbour(ar, ai, br, bi, s, twojmax, off, vr, vi, ur, ui):  # pragma: no cover (compiled)
-    """V_j (rows 2m' ≤ j) of one neighbour into vr, vi; s·V added to ur, ui."""
-    vr[0] = 1.0
-    vi[0] = 0.0
-    ur[0] += s
-    for j in range(1, twojmax + 1):
-        jo, po = off[j], off[j - 1]
-        for mb in range(j // 2 + 1):
-            mirrored = 2 * mb > j - 1  # row j/2 of V_{j−1} (j even) is past its stored half
-            for ma in range(j + 1):
-                re = 0.0
-                im = 0.0
-                if ma < j:  # conj(a)·V_{j−1}[mb, ma]
-                    if mirrored:
-                        k = po + (j - 1 - mb) * j + (j - 1 - ma)
-                        sign = 1.0 - 2.0 * ((ma + mb) % 2)
-                        pr, pi = sign * vr[k], -sign * vi[k]
-                    else:
-                        k = po + mb * j + ma
-                        pr, pi = vr[k], vi[k]
-                    re += ar * pr + ai * pi
-                    im += ar * pi - ai * pr
-                if ma > 0:  # − conj(b)·V_{j−1}[mb, ma − 1]
-                    if mirrored:
-                        k = po + (j - 1 - mb) * j + (j - ma)
-                        sign = 1.0 - 2.0 * ((ma - 1 + mb) % 2)
-                        pr, pi = sign * vr[k], -sign * vi[k]
-                    else:
-                        k = po + mb * j + ma - 1
-                        pr, pi = vr[k], vi[k]
-                    re -= br * pr + bi * pi
-                    im -= br * pi - bi * pr
-                k = jo + mb * (j + 1) + ma
-                vr[k] = re
-                vi[k] = im
-                ur[k] += s * re
-                ui[k] += s * im
+def _u_sum(cayley, weight, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui):  # pragma: no cover (compiled)
+    """Σ_n w_n V_j(n) (rows 2m' ≤ j) over the ``count`` neighbours whose Cayley–Klein
+    parameters (a_r, a_i, b_r, b_i) are the rows of ``cayley``, into ur, ui.
+
+    NEIGHBOUR_LANES neighbours at a time, one lane each: V_j[m', m] = a*·V_{j−1}[m', m]
+    − b*·V_{j−1}[m', m−1] in branch-free loops over the lanes (``pr``, ``pi`` hold the row
+    of V_{j−1} a row is made from; row j/2 of V_{j−1} for even j is the mirror of a stored
+    one). Each lane sums its own neighbours (n = lane, lane + L, …) and the lanes are added
+    in order at the end: the order depends only on the point's neighbour list."""
+    L = NEIGHBOUR_LANES
+    size = off[twojmax + 1]
+    accr[:size] = 0.0
+    acci[:size] = 0.0
+    ar = np.empty(L)
+    ai = np.empty(L)
+    br = np.empty(L)
+    bi = np.empty(L)
+    w = np.empty(L)
+    for start in range(0, count, L):
+        for lane in range(L):
+            n = start + lane
+            if n < count:
+                ar[lane], ai[lane], br[lane], bi[lane] = cayley[n, 0], cayley[n, 1], cayley[n, 2], cayley[n, 3]
+                w[lane] = weight[n]
+            else:  # padding: a neighbour of weight 0
+                ar[lane], ai[lane], br[lane], bi[lane], w[lane] = 1.0, 0.0, 0.0, 0.0, 0.0
+        for lane in range(L):
+            vr[0, lane] = 1.0
+            vi[0, lane] = 0.0
+            accr[0, lane] += w[lane]
+        for j in range(1, twojmax + 1):
+            jo, po = off[j], off[j - 1]
+            for mb in range(j // 2 + 1):
+                if 2 * mb <= j - 1:
+                    for m in range(j):
+                        for lane in range(L):
+                            pr[m, lane] = vr[po + mb * j + m, lane]
+                            pi[m, lane] = vi[po + mb * j + m, lane]
+                else:
+                    for m in range(j):
+                        k = po + (j - 1 - mb) * j + (j - 1 - m)
+                        sign = 1.0 - 2.0 * ((m + mb) % 2)
+                        for lane in range(L):
+                            pr[m, lane] = sign * vr[k, lane]
+                            pi[m, lane] = -sign * vi[k, lane]
+                row = jo + mb * (j + 1)
+                for ma in range(j):
+                    for lane in range(L):
+                        vr[row + ma, lane] = ar[lane] * pr[ma, lane] + ai[lane] * pi[ma, lane]
+                        vi[row + ma, lane] = ar[lane] * pi[ma, lane] - ai[lane] * pr[ma, lane]
+                for lane in range(L):
+                    vr[row + j, lane] = 0.0
+                    vi[row + j, lane] = 0.0
+                for ma in range(1, j + 1):
+                    for lane in range(L):
+                        vr[row + ma, lane] -= br[lane] * pr[ma - 1, lane] + bi[lane] * pi[ma - 1, lane]
+                        vi[row + ma, lane] -= br[lane] * pi[ma - 1, lane] - bi[lane] * pr[ma - 1, lane]
+                for ma in range(j + 1):
+                    for lane in range(L):
+                        accr[row + ma, lane] += w[lane] * vr[row + ma, lane]
+                        acci[row + ma, lane] += w[lane] * vi[row + ma, lane]
+    for k in range(size):
+        tr = 0.0
+        ti = 0.0
+        for lane in range(L):
+            tr += accr[k, lane]
+            ti += acci[k, lane]
+        ur[k] = tr
+        ui[k] = ti
 
 
 @numba.njit(nogil=True, cache=True)
@@ -135,102 +171,129 @@ def _finish_u(twojmax, off, scale, ur, ui):  # pragma: no cover (compiled)
                 ui[k] = -sign * ui[src]
 
 
-@numba.njit(nogil=True, cache=True)
-def _z(j1, j2, j, ma, mb, off, cg, c0, ur, ui):  # pragma: no cover (compiled)
-    """Z(j1, j2, j)[mb, ma] = Σ C(mb1, mb2) Σ C(ma1, ma2) U_j1[mb1, ma1] U_j2[mb2, ma2]."""
-    ma1min = max(0, (2 * ma - j - j2 + j1) // 2)
-    ma2max = (2 * ma - j - (2 * ma1min - j1) + j2) // 2
-    na = min(j1, (2 * ma - j + j2 + j1) // 2) - ma1min + 1
-    mb1min = max(0, (2 * mb - j - j2 + j1) // 2)
-    mb2max = (2 * mb - j - (2 * mb1min - j1) + j2) // 2
-    nb = min(j1, (2 * mb - j + j2 + j1) // 2) - mb1min + 1
-    u1 = off[j1] + (j1 + 1) * mb1min
-    u2 = off[j2] + (j2 + 1) * mb2max
-    icgb = c0 + mb1min * (j2 + 1) + mb2max
-    zr = 0.0
-    zi = 0.0
-    for _ in range(nb):
-        # two partial sums (even and odd terms): half the dependency chain of one
-        sr0 = 0.0
-        si0 = 0.0
-        sr1 = 0.0
-        si1 = 0.0
-        k1 = u1 + ma1min
-        k2 = u2 + ma2max
-        icga = c0 + ma1min * (j2 + 1) + ma2max
-        for _ in range(na // 2):
-            c = cg[icga]
-            sr0 += c * (ur[k1] * ur[k2] - ui[k1] * ui[k2])
-            si0 += c * (ur[k1] * ui[k2] + ui[k1] * ur[k2])
-            c = cg[icga + j2]
-            sr1 += c * (ur[k1 + 1] * ur[k2 - 1] - ui[k1 + 1] * ui[k2 - 1])
-            si1 += c * (ur[k1 + 1] * ui[k2 - 1] + ui[k1 + 1] * ur[k2 - 1])
-            k1 += 2
-            k2 -= 2
-            icga += 2 * j2
-        if na % 2:
-            c = cg[icga]
-            sr0 += c * (ur[k1] * ur[k2] - ui[k1] * ui[k2])
-            si0 += c * (ur[k1] * ui[k2] + ui[k1] * ur[k2])
-        zr += cg[icgb] * (sr0 + sr1)
-        zi += cg[icgb] * (si0 + si1)
-        u1 += j1 + 1
-        u2 -= j2 + 1
-        icgb += j2
-    return zr, zi
+#: points whose contraction runs side by side, one SIMD lane each: the loops over the
+#: lanes have this constant length, which LLVM compiles to full-width vector code
+LANES = 32
 
 
 @numba.njit(nogil=True, cache=True)
-def _bispectrum(features, off, cg, cg_start, ur, ui, out):  # pragma: no cover (compiled)
-    """B of one point from its U^tot, into ``out`` (n_features)."""
+def _bispectrum_lanes(features, off, cg, cg_start, ur, ui, out):  # pragma: no cover (compiled)
+    """B of LANES points at once from their U^tot (entries × LANES) into ``out`` (LANES × features).
+
+    Z(j1, j2, j)[mb, ma] = Σ_{mb1} C Σ_{ma1} C U_j1[mb1, ma1] U_j2[mb2, ma2] over the
+    non-zero Clebsch–Gordan ranges (LAMMPS's ``compute_zi`` loops), contracted at once with
+    conj(U_j) over the rows 2mb ≤ j (``compute_bi``), for the (j1, j2, j) of the features
+    only. Every lane does the same operations in the same order on its own point."""
+    sr = np.empty(LANES)
+    si = np.empty(LANES)
+    zr = np.empty(LANES)
+    zi = np.empty(LANES)
+    total = np.empty(LANES)
     for f in range(features.shape[0]):
         j1, j2, j = features[f, 0], features[f, 1], features[f, 2]
         c0 = cg_start[j1, j2, j]
         jo = off[j]
-        total = 0.0
+        total[:] = 0.0
         for mb in range(j // 2 + 1):
             for ma in range(j + 1):
                 if 2 * mb == j and ma > mb:  # the middle row of even j: its mirror half
                     break
-                zr, zi = _z(j1, j2, j, ma, mb, off, cg, c0, ur, ui)
+                ma1min = max(0, (2 * ma - j - j2 + j1) // 2)
+                ma2max = (2 * ma - j - (2 * ma1min - j1) + j2) // 2
+                na = min(j1, (2 * ma - j + j2 + j1) // 2) - ma1min + 1
+                mb1min = max(0, (2 * mb - j - j2 + j1) // 2)
+                mb2max = (2 * mb - j - (2 * mb1min - j1) + j2) // 2
+                nb = min(j1, (2 * mb - j + j2 + j1) // 2) - mb1min + 1
+                u1 = off[j1] + (j1 + 1) * mb1min
+                u2 = off[j2] + (j2 + 1) * mb2max
+                icgb = c0 + mb1min * (j2 + 1) + mb2max
+                zr[:] = 0.0
+                zi[:] = 0.0
+                for _ in range(nb):
+                    sr[:] = 0.0
+                    si[:] = 0.0
+                    k1 = u1 + ma1min
+                    k2 = u2 + ma2max
+                    icga = c0 + ma1min * (j2 + 1) + ma2max
+                    for _ in range(na):
+                        c = cg[icga]
+                        for t in range(LANES):
+                            ar, ai, br, bi = ur[k1, t], ui[k1, t], ur[k2, t], ui[k2, t]
+                            sr[t] += c * (ar * br - ai * bi)
+                            si[t] += c * (ar * bi + ai * br)
+                        k1 += 1
+                        k2 -= 1
+                        icga += j2
+                    cb = cg[icgb]
+                    for t in range(LANES):
+                        zr[t] += cb * sr[t]
+                        zi[t] += cb * si[t]
+                    u1 += j1 + 1
+                    u2 -= j2 + 1
+                    icgb += j2
                 k = jo + mb * (j + 1) + ma
-                term = ur[k] * zr + ui[k] * zi
-                total += 0.5 * term if 2 * mb == j and ma == mb else term
-        out[f] = 2.0 * total
+                weight = 0.5 if 2 * mb == j and ma == mb else 1.0
+                for t in range(LANES):
+                    total[t] += weight * (ur[k, t] * zr[t] + ui[k, t] * zi[t])
+        for t in range(LANES):
+            out[t, f] = 2.0 * total[t]
 
 
 @numba.njit(nogil=True, cache=True)
 def bispectrum_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switchflag,
                       off, scale, cg, cg_start, features, out):  # pragma: no cover (compiled)
     """Bispectrum components of ``points`` (n, 3) into ``out`` (n, n_features) from the
-    atoms at ``positions`` (periodic images included) with per-atom cutoff and weight."""
+    atoms at ``positions`` (periodic images included) with per-atom cutoff and weight:
+    U^tot point by point, then the contraction LANES points at a time (the last group
+    padded with isolated points, whose results are dropped)."""
     size = off[twojmax + 1]
     ur = np.empty(size)
     ui = np.empty(size)
-    vr = np.empty(size)
-    vi = np.empty(size)
-    for p in range(points.shape[0]):
-        ur[:] = 0.0
-        ui[:] = 0.0
-        for n in range(positions.shape[0]):
-            x = points[p, 0] - positions[n, 0]
-            y = points[p, 1] - positions[n, 1]
-            z = points[p, 2] - positions[n, 2]
-            r2 = x * x + y * y + z * z
-            rc = cut[n]
-            if r2 >= rc * rc or r2 <= 1e-20:
-                continue
-            r = math.sqrt(r2)
-            span = rc - rmin0
-            theta0 = (r - rmin0) * rfac0 * math.pi / span
-            z0 = r / math.tan(theta0)
-            r0inv = 1.0 / math.sqrt(r2 + z0 * z0)
-            s = weight[n]
-            if switchflag and r > rmin0:
-                s *= 0.5 * (math.cos((r - rmin0) * math.pi / span) + 1.0)
-            _add_neighbour(z0 * r0inv, -z * r0inv, y * r0inv, -x * r0inv, s, twojmax, off, vr, vi, ur, ui)
-        _finish_u(twojmax, off, scale, ur, ui)
-        _bispectrum(features, off, cg, cg_start, ur, ui, out[p])
+    vr = np.empty((size, NEIGHBOUR_LANES))
+    vi = np.empty((size, NEIGHBOUR_LANES))
+    accr = np.empty((size, NEIGHBOUR_LANES))
+    acci = np.empty((size, NEIGHBOUR_LANES))
+    pr = np.empty((twojmax + 1, NEIGHBOUR_LANES))
+    pi = np.empty((twojmax + 1, NEIGHBOUR_LANES))
+    cayley = np.empty((positions.shape[0], 4))
+    switched = np.empty(positions.shape[0])
+    lanes_r = np.empty((size, LANES))
+    lanes_i = np.empty((size, LANES))
+    result = np.empty((LANES, features.shape[0]))
+    n_points = points.shape[0]
+    for start in range(0, n_points, LANES):
+        for t in range(LANES):
+            p = start + t
+            count = 0
+            for n in range(positions.shape[0] if p < n_points else 0):
+                x = points[p, 0] - positions[n, 0]
+                y = points[p, 1] - positions[n, 1]
+                z = points[p, 2] - positions[n, 2]
+                r2 = x * x + y * y + z * z
+                rc = cut[n]
+                if r2 >= rc * rc or r2 <= 1e-20:
+                    continue
+                r = math.sqrt(r2)
+                span = rc - rmin0
+                theta0 = (r - rmin0) * rfac0 * math.pi / span
+                z0 = r / math.tan(theta0)
+                r0inv = 1.0 / math.sqrt(r2 + z0 * z0)
+                s = weight[n]
+                if switchflag and r > rmin0:
+                    s *= 0.5 * (math.cos((r - rmin0) * math.pi / span) + 1.0)
+                cayley[count, 0] = z0 * r0inv
+                cayley[count, 1] = -z * r0inv
+                cayley[count, 2] = y * r0inv
+                cayley[count, 3] = -x * r0inv
+                switched[count] = s
+                count += 1
+            _u_sum(cayley, switched, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui)
+            _finish_u(twojmax, off, scale, ur, ui)
+            lanes_r[:, t] = ur
+            lanes_i[:, t] = ui
+        _bispectrum_lanes(features, off, cg, cg_start, lanes_r, lanes_i, result)
+        stop = min(start + LANES, n_points)
+        out[start:stop] = result[: stop - start]
 
 
 def bispectrum_block(points: np.ndarray, positions: np.ndarray, cut: np.ndarray, weight: np.ndarray,
