@@ -164,6 +164,15 @@ def completed(raw: Path) -> bool:
     return all(f.is_file() and "JOB DONE" in f.read_text(errors="replace")[-4000:] for f in outs)
 
 
+def _keep(workdir: Path, raw: Path) -> None:
+    """Move a finished run's inputs, outputs and cubes to ``raw``; drop the rest (wavefunctions)."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in workdir.glob("*"):
+        if f.suffix in (".in", ".out", ".cube"):
+            shutil.move(str(f), raw / f.name)
+    shutil.rmtree(workdir)
+
+
 def _record(cat: Catalog, raw: Path, id: str, dataset: str, split: str | None) -> None:
     cat.add(raw / "scf.out", reader="qe", id=id, dataset=dataset, split=split,
             ldos=str(raw), density=str(raw / "density.cube"))
@@ -221,7 +230,9 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
                 record.split = split
             result["skipped"].append(id)
             continue
-        if completed(out / "raw" / id):  # run before, not recorded (stopped between the two)
+        if completed(out / "scratch" / id):  # run before, the run stopped before keeping it
+            _keep(out / "scratch" / id, out / "raw" / id)
+        if completed(out / "raw" / id):  # run and kept before, the run stopped before recording it
             _record(cat, out / "raw" / id, id, config.dataset, split)
             failed.pop(id, None)
             result["done"].append(id)
@@ -237,13 +248,8 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
             result["failed"].append(id)
         else:
             failed.pop(id, None)
-            raw = out / "raw" / id
-            raw.mkdir(parents=True, exist_ok=True)
-            for f in Path(workdir).glob("*"):
-                if f.suffix in (".in", ".out", ".cube"):
-                    shutil.move(str(f), raw / f.name)
-            shutil.rmtree(workdir)
-            _record(cat, raw, id, config.dataset, split)
+            _keep(Path(workdir), out / "raw" / id)
+            _record(cat, out / "raw" / id, id, config.dataset, split)
             result["done"].append(id)
         cat.save()
 

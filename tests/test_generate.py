@@ -59,16 +59,20 @@ def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path, monkeypat
     again = generate(config, progress=False)
     assert again["done"] == [] and sorted(again["skipped"]) == sorted(result["done"])
 
-    # a run stopped after a cell's files reached raw/ but before its record: the next run
-    # records it from those files, without running DFT again
-    lost = result["done"][0]
-    shutil.rmtree(cat.store_path(lost))
+    # runs stopped after a cell's DFT finished but before its record (its files still in
+    # scratch/, or already in raw/): the next run records them without running DFT again
+    lost = sorted(result["done"][:2])
     doc = yaml.safe_load((tmp_path / "catalog.yaml").read_text())
-    doc["snapshots"] = [r for r in doc["snapshots"] if r["id"] != lost]
+    doc["snapshots"] = [r for r in doc["snapshots"] if r["id"] not in lost]
     (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
+    for id in lost:
+        shutil.rmtree(cat.store_path(id))
+    (tmp_path / "generated" / "scratch").mkdir(exist_ok=True)
+    shutil.move(tmp_path / "generated" / "raw" / lost[0], tmp_path / "generated" / "scratch" / lost[0])
     monkeypatch.setattr("malaflow.generate.run_qe", lambda *a: pytest.fail("DFT ran again"))
     recovered = generate(config, progress=False)
-    assert recovered["done"] == [lost] and len(malaflow.Catalog.load(tmp_path / "catalog.yaml").records) == 3
+    assert sorted(recovered["done"]) == lost and len(malaflow.Catalog.load(tmp_path / "catalog.yaml").records) == 3
+    assert not (tmp_path / "generated" / "scratch" / lost[0]).exists()
     monkeypatch.undo()
 
     impossible = be_config(tmp_path, conv_thr=1e-14, electron_maxstep=1)
