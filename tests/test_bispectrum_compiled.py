@@ -71,3 +71,14 @@ def test_one_feature_set_for_the_three_implementations(tmp_path, monkeypatch):
         again = compute_descriptors(store, plugin, {"twojmax": 4}, progress=False)
         assert again.name == stored.name and again.attrs["params_hash"] == stored.attrs["params_hash"]
     assert malaflow.list_descriptors(store) == [stored.name]
+
+
+def test_descriptors_list_says_which_plugins_share_features():
+    from typer.testing import CliRunner
+
+    from malaflow.cli import app
+
+    lines = {line.split()[0]: line for line in CliRunner().invoke(app, ["descriptors", "list"]).output.splitlines()
+             if line.startswith("bispectrum")}
+    assert "features 'bispectrum'" in lines["bispectrum_lammps"] and "preferred on cuda" in lines["bispectrum_torch"]
+    assert "preferred on cpu" in lines["bispectrum"]

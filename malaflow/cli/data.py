@@ -169,7 +169,9 @@ def descriptors_list() -> None:
     for p in list_plugins("descriptors"):
         doc = (p.cls.__doc__ or "").strip().split("\n")[0]
         how = "blockwise (any chunk, any worker)" if getattr(p.cls, "blockwise", True) else "whole grid per task"
-        typer.echo(f"{p.name}  [{p.package} {p.version}; {how}]\n  {doc}")
+        notes = [how] + ([f"features '{p.cls.features}'"] if p.cls.features not in ("", p.name) else []) \
+            + ([f"preferred on {'/'.join(p.cls.preferred_on)}"] if p.cls.preferred_on else [])
+        typer.echo(f"{p.name}  [{p.package} {p.version}; {'; '.join(notes)}]\n  {doc}")
         for name, default, help in describe_params(p.cls):
             typer.echo(f"    {name + '=' + repr(default):<28} {help}")
         typer.echo("")
