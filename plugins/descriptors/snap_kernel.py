@@ -1,10 +1,10 @@
 """The SNAP bispectrum of a block of grid points, compiled with numba (no compiler needed:
 numba's LLVM ships in its wheel).
 
-Organised the way a CPU core wants it: one grid point at a time, everything it needs in
-cache — its U^tot (Σ (j+1)² complex numbers, 8 kB at twojmax 10), one neighbour's
-Wigner matrices, the Clebsch–Gordan table (≈ 60 kB) — and the arithmetic in plain loops
-LLVM compiles to scalar or vector code. Threads share nothing but the read-only
+Organised the way a CPU core wants it: the Wigner matrices of 16 neighbours at a time and
+the contraction of 32 points at a time, one SIMD lane each (loops of constant length LLVM
+compiles to full-width vector code), their arrays in L1/L2 cache beside the
+Clebsch–Gordan table (≈ 60 kB). Threads share nothing but the read-only
 tables: :func:`bispectrum_block` hands tiles of points to a thread pool, and the kernel
 releases the GIL.
 
@@ -27,7 +27,6 @@ chunking.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -321,8 +320,3 @@ def bispectrum_block(points: np.ndarray, positions: np.ndarray, cut: np.ndarray,
         with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(tile, starts))
     return out
-
-
-def default_threads() -> int:
-    """Threads a kernel call may use outside Dask: $MALAFLOW_THREADS, else every core."""
-    return int(os.environ.get("MALAFLOW_THREADS", os.cpu_count() or 1))
