@@ -99,7 +99,7 @@ def flops_per_point(system: str) -> tuple[float, float]:
     idx = np.stack([rng.integers(0, n, 200) for n in grid], axis=1)
     points = grid_positions(structure.cell, grid, idx)
     halo = get_descriptor("bispectrum").halo()
-    positions, _ = periodic_images(structure, np.zeros(3), np.ones(3), halo)
+    positions, _, _ = periodic_images(structure, np.zeros(3), np.ones(3), halo)
     d = np.linalg.norm(points[:, None] - positions[None], axis=-1)
     neighbours = float(((d < halo) & (d > 1e-10)).sum(axis=1).mean())
     return 10 * products + 4 * partial + 4 * terms + 16 * half_entries * neighbours, neighbours

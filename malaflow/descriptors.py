@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,7 +27,7 @@ import xarray as xr
 
 from .errors import MalaflowError, ParameterError
 from .params import Configurable, describe_params, param  # noqa: F401 (re-exported for plugins)
-from .plugins import get_plugin, list_plugins
+from .plugins import get_plugin
 from .grid import grid_positions
 from .store import descriptor_array
 
@@ -142,9 +142,9 @@ def check_grid(grid_shape: Sequence[int]) -> tuple[int, int, int]:
 
 def periodic_images(
     structure: Structure, frac_lo: np.ndarray, frac_hi: np.ndarray, cutoff: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and atomic numbers of all atom images that can lie within ``cutoff``
-    of a point whose fractional coordinates are inside [frac_lo, frac_hi].
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, atomic numbers and atom indices of all atom images that can lie within
+    ``cutoff`` of a point whose fractional coordinates are inside [frac_lo, frac_hi].
 
     A point and an atom closer than r differ by less than r/h along fractional axis i
     (h the distance between the cell's faces), so the search box is widened by that.
@@ -167,7 +167,7 @@ def periodic_images(
     s = shifts[shift_idx]
     cell = structure.cell
     positions = structure.positions[atom_idx] + s[:, 0:1] * cell[0] + s[:, 1:2] * cell[1] + s[:, 2:3] * cell[2]
-    return positions, structure.numbers[atom_idx]
+    return positions, structure.numbers[atom_idx], atom_idx
 
 
 # --------------------------------------------------------------------------- plugin base
@@ -194,7 +194,7 @@ class Descriptor(Configurable):
     #: with the compiled kernel, and the other way round.
     features: ClassVar[str] = ""
     #: Devices ("cpu", "cuda") on which this implementation of its features is the one
-    #: to use when a prediction picks the fastest (see :func:`implementation_for`).
+    #: to use when a prediction picks the fastest (see :func:`malaflow.implementations.fastest`).
     preferred_on: ClassVar[tuple[str, ...]] = ()
 
     @property
@@ -231,6 +231,15 @@ class Descriptor(Configurable):
         point are there, and possibly more)."""
         raise NotImplementedError
 
+    def compute_with_pullback(
+        self, points: np.ndarray, positions: np.ndarray, numbers: np.ndarray, structure: Structure
+    ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """Features at ``points`` (as :meth:`compute`) and their pullback: a function
+        mapping ∂E/∂features (n_points, n_features) of any scalar E to ∂E/∂positions
+        (n_positions, 3). Plugins whose features are differentiable in the atomic
+        positions implement it; forces need one implementation of the feature set that does."""
+        raise NotImplementedError
+
     def compute_grid(self, structure: Structure, grid_shape: tuple[int, int, int]) -> np.ndarray:
         """Features (nx, ny, nz, n_features) on the whole grid of the cell."""
         return compute_block(self, structure, grid_shape, tuple(slice(0, n) for n in grid_shape))
@@ -259,6 +268,26 @@ def get_descriptor(plugin: str | Descriptor, params: Mapping[str, Any] | None = 
 # --------------------------------------------------------------------------- blocks
 
 
+def point_batches(
+    descriptor: Descriptor, structure: Structure, grid_shape: tuple[int, int, int],
+    block: tuple[slice, slice, slice], batch_points: int = DEFAULT_BATCH_POINTS,
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """A block of grid points in batches of at most ``batch_points`` consecutive points
+    (in the block's C order), each with its own neighbour search, which bounds memory
+    whatever the block size: (where in the block, points, image positions, their
+    atomic numbers, their atom indices) per batch."""
+    idx = np.stack(
+        np.meshgrid(*[np.arange(n)[s] for s, n in zip(block, grid_shape)], indexing="ij"), axis=-1
+    ).reshape(-1, 3)
+    grid = np.asarray(grid_shape, dtype=float)
+    halo = float(descriptor.halo())
+    for start in range(0, len(idx), max(1, int(batch_points))):
+        frac = idx[start : start + batch_points] / grid
+        points = grid_positions(structure.cell, grid_shape, idx[start : start + batch_points])
+        positions, numbers, atoms = periodic_images(structure, frac.min(axis=0), frac.max(axis=0), halo)
+        yield slice(start, start + len(points)), points, positions, numbers, atoms
+
+
 def compute_block(
     descriptor: Descriptor,
     structure: Structure,
@@ -266,33 +295,27 @@ def compute_block(
     block: tuple[slice, slice, slice],
     batch_points: int = DEFAULT_BATCH_POINTS,
 ) -> np.ndarray:
-    """Features of one block of grid points, (bx, by, bz, n_features), from the atoms alone.
-
-    The block is done in batches of at most ``batch_points`` consecutive points, each
-    with its own neighbour search, which bounds memory whatever the block size.
-    """
+    """Features of one block of grid points, (bx, by, bz, n_features), from the atoms alone."""
     if not descriptor.blockwise:
         raise MalaflowError(f"descriptor {descriptor.name!r} computes whole grids only, not blocks")
     shape = tuple(len(range(*s.indices(n))) for s, n in zip(block, grid_shape))
-    idx = np.stack(
-        np.meshgrid(*[np.arange(n)[s] for s, n in zip(block, grid_shape)], indexing="ij"), axis=-1
-    ).reshape(-1, 3)
     n_features = descriptor.n_features(structure)
-    out = np.empty((len(idx), n_features), dtype=float)
-    grid = np.asarray(grid_shape, dtype=float)
-    halo = float(descriptor.halo())
-    for start in range(0, len(idx), max(1, int(batch_points))):
-        frac = idx[start : start + batch_points] / grid
-        points = grid_positions(structure.cell, grid_shape, idx[start : start + batch_points])
-        positions, numbers = periodic_images(structure, frac.min(axis=0), frac.max(axis=0), halo)
-        values = np.asarray(descriptor.compute(points, positions, numbers, structure), dtype=float)
-        if values.shape != (len(points), n_features):
-            raise MalaflowError(
-                f"descriptor {descriptor.name!r} returned shape {values.shape} for {len(points)} "
-                f"points; it declares {n_features} features"
-            )
-        out[start : start + len(points)] = values
+    out = np.empty((int(np.prod(shape)), n_features), dtype=float)
+    for where, points, positions, numbers, _ in point_batches(descriptor, structure, grid_shape, block, batch_points):
+        out[where] = check_features(descriptor, descriptor.compute(points, positions, numbers, structure),
+                                    len(points), n_features)
     return out.reshape(*shape, n_features)
+
+
+def check_features(descriptor: Descriptor, values: Any, n_points: int, n_features: int) -> np.ndarray:
+    """A plugin's features as a float array, refused if not (n_points, n_features)."""
+    values = np.asarray(values, dtype=float)
+    if values.shape != (n_points, n_features):
+        raise MalaflowError(
+            f"descriptor {descriptor.name!r} returned shape {values.shape} for {n_points} "
+            f"points; it declares {n_features} features"
+        )
+    return values
 
 
 def grid_blocks(
@@ -313,71 +336,3 @@ def sequential_sum(values: np.ndarray, axis: int = -1) -> np.ndarray:
     if values.shape[axis] == 0:
         return np.zeros(np.delete(values.shape, axis if axis >= 0 else values.ndim + axis))
     return np.take(np.cumsum(values, axis=axis), -1, axis=axis)
-
-
-# --------------------------------------------------------------------------- implementations
-
-
-def implementations(feature_set: str) -> list[type[Descriptor]]:
-    """Registered descriptor classes computing ``feature_set``, by name."""
-    return [p.cls for p in list_plugins("descriptors") if (p.cls.features or p.cls.name) == feature_set]
-
-
-def implementation(descriptor: Descriptor, name: str) -> Descriptor:
-    """``descriptor``'s features computed by the plugin ``name``, with its parameters."""
-    cls = get_plugin("descriptors", name)
-    if (cls.features or cls.name) != descriptor.feature_set:
-        others = ", ".join(c.name for c in implementations(descriptor.feature_set))
-        raise ParameterError(f"descriptor plugin {name!r} computes {cls.features or cls.name!r}, not "
-                             f"{descriptor.feature_set!r}; implementations of those: {others}")
-    return cls(descriptor.params_dict())
-
-
-_CHOSEN: dict[tuple[str, str, str], Descriptor] = {}
-
-
-class FastestHere(Descriptor):
-    """A feature set computed block by block by whichever implementation suits the process
-    computing the block — chosen there, on the Dask worker: the blockwise implementation
-    preferred on its device (``cuda`` when ``device`` allows and torch sees a GPU, else
-    ``cpu``), else any blockwise one. :func:`fastest` makes one only where some
-    implementation is blockwise."""
-
-    blockwise = True
-
-    def __init__(self, descriptor: Descriptor, device: str = "auto") -> None:
-        self.reference, self.device = descriptor, device
-        self.name, self.features = f"{descriptor.feature_set}@{device}", descriptor.feature_set
-        self.Params, self.params = descriptor.Params, descriptor.params
-
-    def chosen(self) -> Descriptor:
-        from .devices import torch_device
-
-        key = (self.features, self.reference.params_hash(), self.device)
-        if key not in _CHOSEN:
-            kind = torch_device(self.device, "prediction").type
-            ranked = sorted((c for c in implementations(self.features) if c.blockwise),
-                            key=lambda c: (kind not in c.preferred_on, c.name))
-            _CHOSEN[key] = implementation(self.reference, ranked[0].name)
-            log.info("descriptors %s on %s: %s", self.features, kind, ranked[0].name)
-        return _CHOSEN[key]
-
-    def store_name(self) -> str:
-        return self.reference.store_name()
-
-    def n_features(self, structure: Structure) -> int:
-        return self.reference.n_features(structure)
-
-    def halo(self) -> float:
-        return self.reference.halo()
-
-    def compute(self, points: np.ndarray, positions: np.ndarray, numbers: np.ndarray, structure: Structure) -> np.ndarray:
-        return self.chosen().compute(points, positions, numbers, structure)
-
-
-def fastest(descriptor: Descriptor, device: str = "auto") -> Descriptor:
-    """The features of ``descriptor`` computed by the fastest implementation on each
-    worker (:class:`FastestHere`), or by ``descriptor`` itself if none is blockwise."""
-    if any(c.blockwise for c in implementations(descriptor.feature_set)):
-        return FastestHere(descriptor, device)
-    return descriptor

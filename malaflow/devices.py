@@ -25,3 +25,13 @@ def torch_device(name: str, who: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"{who}: device {name!r} asked for, but torch sees no CUDA device")
     return torch.device(name)
+
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(precision: str, who: str) -> torch.dtype:
+    """The torch dtype of a precision name (float32, float64)."""
+    if precision not in PRECISIONS:
+        raise ParameterError(f"{who}: precision must be float32 or float64, got {precision!r}")
+    return PRECISIONS[precision]

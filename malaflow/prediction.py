@@ -18,9 +18,10 @@ import torch
 import xarray as xr
 
 from .compute import descriptor_grid
-from .descriptors import Descriptor, Structure, check_grid, fastest, get_descriptor
-from .descriptors import implementation as implementation_named
-from .devices import check_device_name, torch_device
+from .descriptors import Descriptor, Structure, check_grid, get_descriptor
+from .implementations import fastest
+from .implementations import implementation as implementation_named
+from .devices import check_device_name, torch_device, torch_dtype
 from .errors import MalaflowError
 from .runtime import session_client, task_resources
 from .grid import SPATIAL_DIMS, Chunks
@@ -50,23 +51,24 @@ class Predicts:
         trained = get_descriptor(self.descriptor["plugin"], self.descriptor["params"])
         return trained if implementation is None else implementation_named(trained, implementation)
 
-    def network_on(self, device: torch.device) -> torch.nn.Module:
-        """The network on ``device`` (copied there once per process and device)."""
-        if device.type == "cpu":
+    def network_on(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+        """The network on ``device`` in ``dtype`` (copied there once per process, device
+        and dtype; float64 copies make the energy a smooth function for forces)."""
+        if device.type == "cpu" and dtype == torch.float32:
             return self.network.eval()
-        key = (id(self.network), str(device))
+        key = (id(self.network), str(device), str(dtype))
         if key not in _ON_DEVICE:
-            _ON_DEVICE[key] = copy.deepcopy(self.network).to(device).eval()
+            _ON_DEVICE[key] = copy.deepcopy(self.network).to(device=device, dtype=dtype).eval()
         return _ON_DEVICE[key]
 
-    def forward(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    def forward(self, x: np.ndarray, device: str = "cpu", precision: str = "float32") -> np.ndarray:
         """LDOS (n, energies) in 1/(eV·Å³) from raw descriptors (n, features), on
         ``device`` ("auto": CUDA if torch sees one): the inputs go there once, the network
         runs in batches of FORWARD_POINTS on it, the LDOS comes back once."""
-        dev = torch_device(device, "prediction")
-        network = self.network_on(dev)
-        inputs = torch.as_tensor(self.x_scaler.transform(x), dtype=torch.float32).to(dev)
-        out = torch.empty((len(x), len(self.energies)), dtype=torch.float32, device=dev)
+        dev, dtype = torch_device(device, "prediction"), torch_dtype(precision, "prediction")
+        network = self.network_on(dev, dtype)
+        inputs = torch.as_tensor(self.x_scaler.transform(x), dtype=dtype).to(dev)
+        out = torch.empty((len(x), len(self.energies)), dtype=dtype, device=dev)
         with torch.no_grad():
             for start in range(0, len(x), FORWARD_POINTS):
                 out[start : start + FORWARD_POINTS] = network(inputs[start : start + FORWARD_POINTS])
@@ -88,9 +90,9 @@ class Predicts:
         slack = 0.01 * (hi - lo)
         return ((block < lo - slack) | (block > hi + slack)).any(axis=-1)
 
-    def _forward_block(self, block: np.ndarray, device: str = "cpu") -> np.ndarray:
+    def _forward_block(self, block: np.ndarray, device: str = "cpu", precision: str = "float32") -> np.ndarray:
         shape = block.shape[:3]
-        return self.forward(block.reshape(-1, block.shape[3]), device).reshape(*shape, len(self.energies))
+        return self.forward(block.reshape(-1, block.shape[3]), device, precision).reshape(*shape, len(self.energies))
 
     def grid_for(self, cell: np.ndarray) -> tuple[int, int, int]:
         """Grid points along each cell vector at the training data's spacing."""
@@ -108,6 +110,7 @@ class Predicts:
     def predict(
         self, structure: Any, grid_shape: Sequence[int] | None = None, chunks: Chunks = None,
         descriptors: xr.DataArray | None = None, device: str = "auto", implementation: str | None = None,
+        precision: str = "float32",
     ) -> xr.Dataset:
         """The predicted LDOS of a structure (ase.Atoms, Snapshot, snapshot dataset) as a
         lazy snapshot dataset: ``malaflow.observables`` works on it, ``write_snapshot``
@@ -117,8 +120,10 @@ class Predicts:
         ``device`` ("auto": the worker's GPU if torch sees one, "cpu", "cuda[:N]"), the
         descriptors by the fastest implementation of the model's features there (the
         torch plugin on a GPU, the compiled kernel on a CPU) unless ``implementation``
-        names one. On a cluster offering the ``GPU`` resource the tasks ask for it."""
+        names one. On a cluster offering the ``GPU`` resource the tasks ask for it.
+        ``precision``: the network's arithmetic (float32, or float64 as forces use)."""
         check_device_name(device, "prediction")
+        torch_dtype(precision, "prediction")
         s = Structure.from_any(structure)
         grid = check_grid(grid_shape) if grid_shape is not None else (
             tuple(structure.attrs["grid_shape"]) if hasattr(structure, "attrs") and structure.attrs.get("grid_shape")
@@ -131,9 +136,10 @@ class Predicts:
                 descriptor = fastest(self.descriptor_plugin(), device) if implementation is None \
                     else self.descriptor_plugin(implementation)
                 descriptors = descriptor_grid(s, descriptor, grid_shape=grid, chunks=chunks)
-            return self._dataset(s, grid, descriptors, device)
+            return self._dataset(s, grid, descriptors, device, precision)
 
-    def _dataset(self, s: Structure, grid: tuple[int, int, int], descriptors: xr.DataArray, device: str) -> xr.Dataset:
+    def _dataset(self, s: Structure, grid: tuple[int, int, int], descriptors: xr.DataArray, device: str,
+                 precision: str) -> xr.Dataset:
         """The prediction dataset: LDOS (and the extrapolated points) over descriptor chunks."""
         x = descriptors.data
         if not isinstance(x, da.Array):
@@ -144,7 +150,7 @@ class Predicts:
                 f"{len(self.x_scaler.shift)} features"
             )
         x = x.rechunk({3: -1})
-        ldos = x.map_blocks(self._forward_block, device, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),))
+        ldos = x.map_blocks(self._forward_block, device, precision, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),))
         warnings = structure_warnings(self, s.positions, s.cell, tuple(grid))
         for text in warnings:
             log.warning("prediction: %s", text)

@@ -51,7 +51,8 @@ def test_fast_prediction_equals_the_stored_lammps_path(bispectrum_model, be2_cat
 
 
 def test_the_fastest_implementation_is_chosen_per_device():
-    from malaflow.descriptors import FastestHere, get_descriptor
+    from malaflow.descriptors import get_descriptor
+    from malaflow.implementations import FastestHere
 
     lammps = get_descriptor("bispectrum_lammps", {"twojmax": 4})
     here = FastestHere(lammps, "cpu").chosen()

@@ -70,6 +70,15 @@ def check_finite(values: np.ndarray, what: str) -> np.ndarray:
 # --------------------------------------------------------------------------- weights
 
 
+def trapezoid_weights(e: np.ndarray) -> np.ndarray:
+    """Weights of the trapezoidal rule on the grid ``e``."""
+    trap = np.empty_like(e)
+    d = np.diff(e)
+    trap[0], trap[-1] = d[0] / 2, d[-1] / 2
+    trap[1:-1] = (d[:-1] + d[1:]) / 2
+    return trap
+
+
 def energy_weights(
     energies: np.ndarray, mu: float, temperature: float, kernel: str = "fermi",
     power: int = 0, scheme: str = "analytic",
@@ -79,11 +88,7 @@ def energy_weights(
     kt = KB_EV * check_temperature(temperature)
     if scheme == "quadrature":
         g = fermi_dirac(e, mu, kt) if kernel == "fermi" else entropy_kernel(e, mu, kt)
-        trap = np.empty_like(e)
-        d = np.diff(e)
-        trap[0], trap[-1] = d[0] / 2, d[-1] / 2
-        trap[1:-1] = (d[:-1] + d[1:]) / 2
-        return trap * g * e**power
+        return trapezoid_weights(e) * g * e**power
     h = e[1] - e[0]
     nodes = np.concatenate([[e[0] - h], e, [e[-1] + h]]) - mu  # relative to μ
     anti = fermi_antiderivative if kernel == "fermi" else entropy_antiderivative
@@ -99,6 +104,21 @@ def energy_weights(
     else:
         raise ParameterError(f"power must be 0 or 1, got {power}")
     return right[:-1] + left[1:]
+
+
+def occupation_slope_weights(energies: np.ndarray, mu: float, temperature: float, scheme: str = "analytic") -> np.ndarray:
+    """w with ∂/∂μ ∫ D(ε) f(ε; μ, T) dε = Σ_k w_k D_k: the μ-derivative of the
+    ``fermi`` power-0 weights. Analytic scheme: ∂f/∂μ = −∂f/∂ε and integration by parts
+    against the hat function φ_k (slope ±1/h) give w_k = (∫_{ε_{k−1}}^{ε_k} f − ∫_{ε_k}^{ε_{k+1}} f)/h."""
+    e = check_energies(energies, scheme)
+    kt = KB_EV * check_temperature(temperature)
+    if scheme == "quadrature":
+        f = fermi_dirac(e, mu, kt)
+        return trapezoid_weights(e) * f * (1.0 - f) / kt
+    h = e[1] - e[0]
+    x = (np.concatenate([[e[0] - h], e, [e[-1] + h]]) - mu) / kt
+    interval = kt * (fermi_antiderivative(0, x[1:]) - fermi_antiderivative(0, x[:-1]))  # ∫ f on each interval
+    return (interval[:-1] - interval[1:]) / h
 
 
 # --------------------------------------------------------------------------- observables

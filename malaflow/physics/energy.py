@@ -34,14 +34,13 @@ agree with QE within 0.02 meV.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import erfc
 
 from ..errors import MalaflowError, ParameterError
 from ..units import BOHR_ANGSTROM, HARTREE_EV
+from .ewald import ewald
 from .pseudopotential import FUNCTIONALS, GGA, Pseudopotential
 
 
@@ -95,24 +94,29 @@ def hartree(n: np.ndarray, grid: Grid) -> tuple[float, np.ndarray]:
     return energy, np.fft.ifftn(vg).real * n.size
 
 
+def core_coefficients(grid: Grid, species: list[Pseudopotential], ecutrho_ry: float | None):
+    """Per pseudopotential with a core correction: (its atoms, the G vectors inside the
+    density cutoff sphere |G|² ≤ ecutrho (Ry; None: every G of the grid), the flat grid
+    index of each, and the form factor there)."""
+    g = grid.g
+    g2 = (g**2).sum(axis=-1)
+    inside = np.flatnonzero(g2 <= (np.inf if ecutrho_ry is None else ecutrho_ry * (1 + 1e-12)))
+    gabs = np.sqrt(g2.reshape(-1)[inside])
+    unique, index = np.unique(np.round(gabs, 10), return_inverse=True)
+    for pp in {id(p): p for p in species}.values():
+        if pp.core_density is not None:
+            atoms = [i for i, p in enumerate(species) if p is pp]
+            yield atoms, g.reshape(-1, 3)[inside], inside, pp.core_form_factor(unique, grid.volume)[index]
+
+
 def core_density(grid: Grid, positions_bohr: np.ndarray, species: list[Pseudopotential],
                  ecutrho_ry: float | None) -> np.ndarray:
     """n_core(r) (1/Bohr³): Σ_s form factor_s(|G|) × structure factor_s(G) inside the
-    density cutoff sphere |G|² ≤ ecutrho (Ry; None: every G of the grid), on the grid."""
-    g = grid.g
-    g2 = (g**2).sum(axis=-1)
-    inside = g2 <= (np.inf if ecutrho_ry is None else ecutrho_ry * (1 + 1e-12))
-    gabs = np.sqrt(g2[inside])
-    unique, index = np.unique(np.round(gabs, 10), return_inverse=True)
-    coeff = np.zeros(g2.shape, dtype=complex)
-    for pp in {id(p): p for p in species}.values():
-        if pp.core_density is None:
-            continue
-        form = pp.core_form_factor(unique, grid.volume)[index]
-        atoms = [i for i, p in enumerate(species) if p is pp]
-        phase = np.exp(-1j * (g[inside] @ positions_bohr[atoms].T)).sum(axis=1)
-        coeff[inside] += form * phase
-    return np.fft.ifftn(coeff).real * g2.size
+    density cutoff sphere, on the grid."""
+    coeff = np.zeros(int(np.prod(grid.shape)), dtype=complex)
+    for atoms, g, index, form in core_coefficients(grid, species, ecutrho_ry):
+        coeff[index] += form * np.exp(-1j * (g @ positions_bohr[atoms].T)).sum(axis=1)
+    return np.fft.ifftn(coeff.reshape(grid.shape)).real * coeff.size
 
 
 def xc(n: np.ndarray, n_core: np.ndarray, grid: Grid, functional: str) -> tuple[float, np.ndarray]:
@@ -137,37 +141,6 @@ def xc(n: np.ndarray, n_core: np.ndarray, grid: Grid, functional: str) -> tuple[
     exc = np.nan_to_num(exc.reshape(rho.shape))
     energy = grid.volume / size * float((rho * exc).sum())
     return energy, np.nan_to_num(v)
-
-
-def ewald(positions_bohr: np.ndarray, charges: np.ndarray, cell_bohr: np.ndarray) -> float:
-    """Ion–ion energy (Hartree) of point charges in a neutralising background, by Ewald
-    summation with both sums converged below 1e-15 of their largest term."""
-    cell = np.asarray(cell_bohr, dtype=float)
-    volume = abs(np.linalg.det(cell))
-    q = np.asarray(charges, dtype=float)
-    alpha = math.sqrt(math.pi) * (len(q) / volume**2) ** (1 / 6)
-    r_max, g_max = 6.0 / alpha, 12.0 * alpha  # erfc(6) ~ 2e-17, exp(-36) ~ 2e-16
-    heights = volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
-    reach = [int(math.ceil(r_max / h)) + 1 for h in heights]
-    shifts = np.array(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij")).reshape(3, -1).T @ cell
-    real = 0.0
-    for i in range(len(q)):
-        d = positions_bohr[None, :, :] - positions_bohr[i] + shifts[:, None, :]
-        r = np.linalg.norm(d, axis=2)
-        mask = (r > 1e-10) & (r < r_max)
-        real += 0.5 * q[i] * float((q[None, :].repeat(len(shifts), 0)[mask] * erfc(alpha * r[mask]) / r[mask]).sum())
-    b = 2.0 * np.pi * np.linalg.inv(cell).T
-    m = [int(math.ceil(g_max / (2 * np.pi / h))) + 1 for h in heights]
-    ms = np.array(np.meshgrid(*[np.arange(-k, k + 1) for k in m], indexing="ij")).reshape(3, -1).T
-    g = ms @ b
-    g2 = (g**2).sum(axis=1)
-    keep = (g2 > 1e-12) & (g2 < g_max**2)
-    g, g2 = g[keep], g2[keep]
-    s = (q[None, :] * np.exp(1j * g @ positions_bohr.T)).sum(axis=1)
-    recip = 2.0 * np.pi / volume * float((np.exp(-g2 / (4 * alpha**2)) / g2 * np.abs(s) ** 2).sum())
-    self_term = -alpha / math.sqrt(math.pi) * float((q**2).sum())
-    background = -math.pi * float(q.sum()) ** 2 / (2.0 * volume * alpha**2)
-    return real + recip + self_term + background
 
 
 # --------------------------------------------------------------------------- total
@@ -198,12 +171,34 @@ class EnergyTerms:
         return self.total_energy - self.entropy_contribution
 
 
-def energy_terms(
+@dataclass
+class DensityFields:
+    """A valence density with its atoms on the FFT grid and the potentials it makes
+    (Hartree atomic units): what the energy terms and their gradients are built from."""
+
+    grid: Grid
+    n: np.ndarray  # valence density, 1/Bohr³
+    n_core: np.ndarray
+    positions: np.ndarray  # Bohr
+    species: list[Pseudopotential]
+    functional: str
+    ecutrho: float | None
+    e_hartree: float
+    v_hartree: np.ndarray
+    e_xc: float
+    v_xc: np.ndarray
+
+    @property
+    def voxel(self) -> float:
+        return self.grid.volume / self.n.size
+
+
+def density_fields(
     density_angstrom: np.ndarray, cell: np.ndarray, positions: np.ndarray, numbers: np.ndarray,
-    pseudopotentials: dict[str, Pseudopotential], band_energy: float, entropy_contribution: float,
-    ecutrho_ry: float | None, negative_tolerance: float = 1e-3,
-) -> EnergyTerms:
-    """All energy terms from a valence density on the grid (1/Å³), atoms (Å) and UPFs."""
+    pseudopotentials: dict[str, Pseudopotential], ecutrho_ry: float | None, negative_tolerance: float = 1e-3,
+) -> DensityFields:
+    """Hartree and xc energies and potentials of a valence density on the grid (1/Å³)
+    with the core correction of the atoms (Å) and their UPFs."""
     from ase.data import chemical_symbols
 
     n = np.asarray(density_angstrom, dtype=np.float64) * BOHR_ANGSTROM**3
@@ -221,17 +216,35 @@ def energy_terms(
     functionals = {p.functional for p in species}
     if len(functionals) > 1:
         raise MalaflowError(f"the pseudopotentials use different functionals: {sorted(functionals)}")
+    functional = functionals.pop()
     pos = np.asarray(positions, dtype=float) / BOHR_ANGSTROM
     e_h, v_h = hartree(n, grid)
     n_core = core_density(grid, pos, species, ecutrho_ry)
-    e_xc, v_xc = xc(n, n_core, grid, functionals.pop())
-    deband = -grid.volume / n.size * float((n * (v_h + v_xc)).sum())
-    e_ewald = ewald(pos, np.array([p.z_valence for p in species]), grid.cell)
+    e_xc, v_xc = xc(n, n_core, grid, functional)
+    return DensityFields(grid, n, n_core, pos, species, functional, ecutrho_ry, e_h, v_h, e_xc, v_xc)
+
+
+def terms_of(fields: DensityFields, band_energy: float, entropy_contribution: float) -> EnergyTerms:
+    """The energy terms (eV) of a density's fields, with the band energy and −TS (eV)."""
+    f = fields
+    deband = -f.voxel * float((f.n * (f.v_hartree + f.v_xc)).sum())
+    e_ewald = ewald(f.positions, np.array([p.z_valence for p in f.species]), f.grid.cell)
     return EnergyTerms(
         band_energy=band_energy,
         one_electron=band_energy + deband * HARTREE_EV,
-        hartree=e_h * HARTREE_EV,
-        xc=e_xc * HARTREE_EV,
+        hartree=f.e_hartree * HARTREE_EV,
+        xc=f.e_xc * HARTREE_EV,
         ewald=e_ewald * HARTREE_EV,
         entropy_contribution=entropy_contribution,
     )
+
+
+def energy_terms(
+    density_angstrom: np.ndarray, cell: np.ndarray, positions: np.ndarray, numbers: np.ndarray,
+    pseudopotentials: dict[str, Pseudopotential], band_energy: float, entropy_contribution: float,
+    ecutrho_ry: float | None, negative_tolerance: float = 1e-3,
+) -> EnergyTerms:
+    """All energy terms from a valence density on the grid (1/Å³), atoms (Å) and UPFs."""
+    fields = density_fields(density_angstrom, cell, positions, numbers, pseudopotentials, ecutrho_ry,
+                            negative_tolerance)
+    return terms_of(fields, band_energy, entropy_contribution)

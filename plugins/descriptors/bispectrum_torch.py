@@ -262,33 +262,26 @@ def u_total(points: torch.Tensor, positions: torch.Tensor, radius: torch.Tensor,
     return torch.cat(full, dim=1)
 
 
-def bispectrum_features(
-    points: torch.Tensor,
-    positions: torch.Tensor,
-    radius: torch.Tensor,
-    weight: torch.Tensor,
-    params: BispectrumParams,
-) -> torch.Tensor:
-    """Bispectrum components (n_points, n_features) at ``points`` from atoms at
-    ``positions`` (periodic images included) with per-atom element radius and weight.
-
-    Differentiable in ``positions`` and ``points`` (autograd).
-    """
-    p = params
-    real, device, n_points = points.dtype, points.device, points.shape[0]
-    u_tot = u_total(points, positions, radius, weight, p)
-    c = contraction(p.twojmax)
+def _index_tensors(twojmax: int, real: torch.dtype, device: torch.device):
+    c = contraction(twojmax)
     i1, i2, z, z_u, z_feature = (torch.as_tensor(x, device=device) for x in (c.i1, c.i2, c.z, c.z_u, c.z_feature))
-    coeff = torch.as_tensor(c.coeff, dtype=real, device=device)[:, None, None]
-    n_b = len(bispectrum_indices(p.twojmax))
-    # Points last: gathers and sums then run over whole rows (index_select / index_add
-    # on dim 0). Without autograd the work arrays are allocated once and reused: fresh
-    # ones of tens of MB per step fragment the C heap until the process holds GBs.
+    return i1, i2, z, z_u, z_feature, torch.as_tensor(c.coeff, dtype=real, device=device)[:, None, None]
+
+
+def contract(u_tot: torch.Tensor, twojmax: int) -> torch.Tensor:
+    """Raw bispectrum components (n_points, n_features) from U_j^tot (:func:`u_total`).
+
+    Points last: gathers and sums then run over whole rows (index_select / index_add on
+    dim 0). Without autograd the work arrays are allocated once and reused: fresh ones
+    of tens of MB per step fragment the C heap until the process holds GBs."""
+    real, device, n_points = u_tot.dtype, u_tot.device, u_tot.shape[0]
+    i1, i2, z, z_u, z_feature, coeff = _index_tensors(twojmax, real, device)
+    n_b = len(bispectrum_indices(twojmax))
     u_t = u_tot.permute(1, 2, 0)  # (entry, re/im, point)
     step = min(POINTS_PER_STEP, max(n_points, 1))
     reuse = not (torch.is_grad_enabled() and u_tot.requires_grad)
     shapes = {"f": (len(i1), 2, step), "g": (len(i1), 2, step), "fg": (len(i1), 2, step),
-              "t": (len(i1), step), "z": (len(c.z_u), 2, step), "uz": (len(c.z_u), 2, step)}
+              "t": (len(i1), step), "z": (len(z_u), 2, step), "uz": (len(z_u), 2, step)}
     work = {k: torch.empty(v, dtype=real, device=device) for k, v in shapes.items()} if reuse else {}
     buf = lambda name, n: work[name][..., :n] if reuse else None  # noqa: E731
     blocks = []
@@ -302,12 +295,52 @@ def bispectrum_features(
             zlist = work["z"][..., :n].zero_().index_add_(0, z, product.mul_(coeff))
             uz = torch.index_select(u, 0, z_u, out=buf("uz", n)).mul_(zlist)
         else:
-            zlist = torch.zeros((len(c.z_u), 2, n), dtype=real, device=device).index_add(0, z, product * coeff)
+            zlist = torch.zeros((len(z_u), 2, n), dtype=real, device=device).index_add(0, z, product * coeff)
             uz = u[z_u] * zlist
         terms = uz[:, 0] + uz[:, 1]  # Re(conj(U_j) · Z)
         blocks.append(torch.zeros((n_b, n), dtype=real, device=device).index_add(0, z_feature, terms).T)
-    b_list = torch.cat(blocks) if blocks else torch.zeros((0, n_b), dtype=real, device=device)
-    return finish_features(b_list, p)
+    return torch.cat(blocks) if blocks else torch.zeros((0, n_b), dtype=real, device=device)
+
+
+def contract_adjoint(u_tot: torch.Tensor, grad_b: torch.Tensor, twojmax: int) -> torch.Tensor:
+    """∂E/∂U_j^tot (n_points, entries, 2) of E = Σ grad_b · B for the raw components B of
+    :func:`contract` — its vector–Jacobian product written out (LAMMPS's adjoint "Y"
+    idea), so that no autograd graph of the contraction is kept. With Z = Σ c U_j1·U_j2
+    and B = Re(conj(U_j)·Z) per term: Ū_j += ḡ Z, Z̄ = ḡ U_j, and for each product
+    P = f·g added to Z with weight c: f̄ = c (Z̄ ∘ conj-rotated g), ḡ likewise."""
+    real, device, n_points = u_tot.dtype, u_tot.device, u_tot.shape[0]
+    i1, i2, z, z_u, z_feature, coeff = _index_tensors(twojmax, real, device)
+    u_t = u_tot.detach().permute(1, 2, 0)
+    g_t = grad_b.T.to(real)  # (feature, point)
+    out = torch.zeros((u_t.shape[0], 2, n_points), dtype=real, device=device)
+    for start in range(0, n_points, POINTS_PER_STEP):
+        u = u_t[:, :, start : start + POINTS_PER_STEP].contiguous()
+        n = u.shape[2]
+        f, g = u[i1], u[i2]
+        zlist = torch.zeros((len(z_u), 2, n), dtype=real, device=device).index_add(0, z, _complex_product(f, g) * coeff)
+        gz = g_t[z_feature, start : start + n][:, None, :]  # each Z entry's feature weight
+        bar = torch.zeros((u_t.shape[0], 2, n), dtype=real, device=device).index_add(0, z_u, gz * zlist)
+        zbar = (gz * u[z_u])[z] * coeff  # (term, re/im, point)
+        f_bar = torch.stack([zbar[:, 0] * g[:, 0] + zbar[:, 1] * g[:, 1], zbar[:, 1] * g[:, 0] - zbar[:, 0] * g[:, 1]], 1)
+        g_bar = torch.stack([zbar[:, 0] * f[:, 0] + zbar[:, 1] * f[:, 1], zbar[:, 1] * f[:, 0] - zbar[:, 0] * f[:, 1]], 1)
+        bar.index_add_(0, i1, f_bar).index_add_(0, i2, g_bar)
+        out[:, :, start : start + n] = bar
+    return out.permute(2, 0, 1)
+
+
+def bispectrum_features(
+    points: torch.Tensor,
+    positions: torch.Tensor,
+    radius: torch.Tensor,
+    weight: torch.Tensor,
+    params: BispectrumParams,
+) -> torch.Tensor:
+    """Bispectrum components (n_points, n_features) at ``points`` from atoms at
+    ``positions`` (periodic images included) with per-atom element radius and weight.
+
+    Differentiable in ``positions`` and ``points`` (autograd).
+    """
+    return finish_features(contract(u_total(points, positions, radius, weight, params), params.twojmax), params)
 
 
 class BispectrumTorchDescriptor(SnapBispectrum):
@@ -322,22 +355,44 @@ class BispectrumTorchDescriptor(SnapBispectrum):
     def device(self) -> torch.device:
         return torch_device(self.params.device, self.name)
 
-    def compute(self, points, positions, numbers, structure: Structure):
+    def _tensors(self, points, positions, numbers, structure: Structure) -> tuple[torch.Tensor, ...]:
+        """Points, positions, and per-atom radius and weight, as tensors on the device."""
         order = structure.element_order(self.params.elements, self.name)
         radii = dict(zip(order, self.per_element("radelem", order)))
         weights = dict(zip(order, self.per_element("wj", order)))
         real = torch.float64 if self.params.precision == "float64" else torch.float32
         device = self.device()
         as_tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=float), dtype=real, device=device)  # noqa: E731
+        return (as_tensor(points), as_tensor(positions), as_tensor([radii[z] for z in numbers]),
+                as_tensor([weights[z] for z in numbers]))
+
+    def compute(self, points, positions, numbers, structure: Structure):
         with torch.no_grad():
-            features = bispectrum_features(
-                as_tensor(points),
-                as_tensor(positions),
-                as_tensor([radii[z] for z in numbers]),
-                as_tensor([weights[z] for z in numbers]),
-                self.params,
-            )
+            features = bispectrum_features(*self._tensors(points, positions, numbers, structure), self.params)
         return features.cpu().numpy().astype(float)
+
+    def compute_with_pullback(self, points, positions, numbers, structure: Structure):
+        """Features and their vector–Jacobian product: reverse-mode autograd through the
+        neighbours' Wigner matrices and LAMMPS's options, the contraction's adjoint
+        written out (:func:`contract_adjoint`) — autograd through the contraction would
+        keep GBs of intermediate products for a few hundred points."""
+        points, positions, radius, weight = self._tensors(points, positions, numbers, structure)
+        positions.requires_grad_(True)
+        with torch.enable_grad():
+            u_tot = u_total(points, positions, radius, weight, self.params)
+        with torch.no_grad():
+            raw = contract(u_tot, self.params.twojmax)
+        raw.requires_grad_(True)
+        with torch.enable_grad():
+            features = finish_features(raw, self.params)
+
+        def pullback(grad_features: np.ndarray) -> np.ndarray:
+            seed = torch.as_tensor(np.asarray(grad_features), dtype=features.dtype, device=features.device)
+            (grad_raw,) = torch.autograd.grad(features, raw, seed)
+            (grad,) = torch.autograd.grad(u_tot, positions, contract_adjoint(u_tot, grad_raw, self.params.twojmax))
+            return grad.cpu().numpy().astype(float)
+
+        return features.detach().cpu().numpy().astype(float), pullback
 
     compute_grid = Descriptor.compute_grid  # block by block, not LAMMPS
 
