@@ -241,7 +241,7 @@ def test_calculator_caches_per_configuration(gaussian_model, be2_catalog):
     atoms.calc = calc
     energy = atoms.get_potential_energy()
     # the UPF was copied beside the model at training, so the energy is the total one
-    terms = malaflow.energy_terms(calc.model.predict(ds))
+    terms = malaflow.energy_terms(calc.model.predict(ds, precision="float64"))
     assert calc.results["kind"] == "total" and (Path(gaussian_model) / "Be.pbe-n-rrkjus_psl.1.0.0.UPF").is_file()
     assert energy == pytest.approx(terms.internal_energy, rel=1e-9)
     assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(terms.total_energy, rel=1e-9)

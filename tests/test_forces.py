@@ -1,0 +1,214 @@
+"""Forces from the predicted LDOS (malaflow.forces, the Calculator): each derivative
+against central finite differences of the energy it differentiates — the energy terms
+themselves being checked against QE in test_total_energy.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+import malaflow
+from malaflow.catalog import Catalog
+from malaflow.errors import MalaflowError
+from malaflow.physics import energy as te
+from malaflow.physics.dos import energy_weights, occupation_slope_weights
+from malaflow.physics.ewald import ewald, ewald_energy_forces
+from malaflow.physics.gradients import core_forces, density_gradients
+from malaflow.physics.pseudopotential import read_upf
+from malaflow.units import BOHR_ANGSTROM, HARTREE_EV
+
+from conftest import DEMO_DATA, REPO, SPLITS, training_config
+
+UPF = DEMO_DATA / "Be.pbe-n-rrkjus_psl.1.0.0.UPF"
+EV_PER_HARTREE_BOHR = HARTREE_EV / BOHR_ANGSTROM
+
+
+def central(f, x: np.ndarray, index: tuple, h: float) -> float:
+    """(f(x + h e) − f(x − h e)) / 2h along one entry of x."""
+    up, down = x.copy(), x.copy()
+    up[index] += h
+    down[index] -= h
+    return (f(up) - f(down)) / (2 * h)
+
+
+# --------------------------------------------------------------------------- physics
+
+
+def test_ewald_forces_are_the_gradient_of_the_ewald_energy():
+    rng = np.random.default_rng(0)
+    cell = np.array([[7.0, 0, 0], [1.0, 6.5, 0], [0.5, 0.3, 8.0]])  # triclinic, Bohr
+    pos, q = rng.random((5, 3)) @ cell, [2.0, 2.0, 3.0, 1.0, 3.0]
+    energy, forces = ewald_energy_forces(pos, q, cell)
+    assert energy == ewald(pos, q, cell)
+    fd = np.array([[-central(lambda p: ewald(p, q, cell), pos, (i, k), 1e-5) for k in range(3)] for i in range(5)])
+    np.testing.assert_allclose(forces, fd, atol=2e-9)  # achieved 2e-10 Hartree/Bohr on forces up to 2.4
+    np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-13)
+
+
+def test_occupation_slope_weights_are_the_mu_derivative():
+    e = np.linspace(-5, 5, 41)
+    for scheme in ("analytic", "quadrature"):
+        for mu in (0.3, -4.9, 5.2):
+            fd = (energy_weights(e, mu + 1e-5, 933, "fermi", 0, scheme)
+                  - energy_weights(e, mu - 1e-5, 933, "fermi", 0, scheme)) / 2e-5
+            # achieved ≤ 2.6e-9 on weights up to 0.7
+            np.testing.assert_allclose(occupation_slope_weights(e, mu, 933, scheme), fd, atol=3e-8)
+
+
+@pytest.fixture(scope="module")
+def be2_density():
+    """The converged Be2 density of QE (tests/data/be2-converged) with its atoms."""
+    from malaflow.plugins import get_plugin
+
+    qe = __import__(get_plugin("readers", "qe").__module__, fromlist=["parse_pw_output", "read_cube"])
+    data = REPO / "tests" / "data" / "be2-converged"
+    out = qe.parse_pw_output(data / "scf.out")
+    cube = qe.read_cube(data / "dens.cube")
+    density = np.asarray(cube["data"]).reshape(cube["shape"]) / BOHR_ANGSTROM**3
+    return density, np.asarray(out["cell"]), np.asarray(out["positions"]), out["ecutrho_ry"]
+
+
+@pytest.mark.parametrize("functional", ["PBE", "PZ"])
+def test_density_derivative_of_the_double_counting_terms(be2_density, functional):
+    """δE_dc/δn = −v_H − K, K the xc kernel applied to n (libxc's second derivatives):
+    the directional derivative along a random density change, against finite differences."""
+    density, cell, positions, ecutrho = be2_density
+    pp = {"Be": dataclasses.replace(read_upf(UPF), functional=functional)}
+
+    def e_dc(n: np.ndarray) -> float:
+        t = te.terms_of(te.density_fields(n, cell, positions, [4, 4], pp, ecutrho), 0.0, 0.0)
+        return t.one_electron + t.hartree + t.xc
+
+    fields = te.density_fields(density, cell, positions, [4, 4], pp, ecutrho)
+    g, _ = density_gradients(fields)
+    delta = np.random.default_rng(1).standard_normal(density.shape) * 0.01 * density.mean()
+    voxel = abs(np.linalg.det(cell)) / density.size
+    analytic = voxel * float((g * delta).sum()) * HARTREE_EV
+    fd = (e_dc(density + 1e-3 * delta) - e_dc(density - 1e-3 * delta)) / 2e-3
+    assert fd == pytest.approx(analytic, rel=1e-6)  # achieved 1.5e-8 (PBE)
+
+
+def test_core_correction_forces(be2_density):
+    """With the valence density held, moving an atom moves its core-correction density:
+    −∂E_dc/∂R against finite differences."""
+    density, cell, positions, ecutrho = be2_density
+    pp = {"Be": read_upf(UPF)}
+
+    def e_dc(pos: np.ndarray) -> float:
+        t = te.terms_of(te.density_fields(density, cell, pos, [4, 4], pp, ecutrho), 0.0, 0.0)
+        return t.one_electron + t.hartree + t.xc
+
+    fields = te.density_fields(density, cell, positions, [4, 4], pp, ecutrho)
+    forces = core_forces(fields, density_gradients(fields)[1]) * EV_PER_HARTREE_BOHR
+    for i, k in [(0, 0), (0, 1), (1, 2)]:
+        # achieved ≤ 2.1e-9 eV/Å on components of 1e-3–8e-3 eV/Å
+        assert forces[i, k] == pytest.approx(-central(e_dc, positions, (i, k), 1e-4), abs=2e-8)
+
+
+@pytest.mark.parametrize("params", [{"twojmax": 4}, {"twojmax": 6, "bzeroflag": 1, "quadraticflag": 1}])
+def test_bispectrum_pullback(params):
+    """The torch plugin's vector–Jacobian product (autograd through the Wigner matrices,
+    the contraction's adjoint by hand) against finite differences of its features."""
+    from malaflow.descriptors import Structure, get_descriptor, point_batches
+
+    d = get_descriptor("bispectrum_torch", params)
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.rattle(0.05, seed=1)
+    s = Structure.from_any(atoms)
+    block = (slice(0, 4), slice(0, 4), slice(0, 4))
+    _, points, positions, numbers, _ = next(point_batches(d, s, (18, 18, 27), block, 64))
+    values, pullback = d.compute_with_pullback(points, positions, numbers, s)
+    np.testing.assert_array_equal(values, d.compute(points, positions, numbers, s))
+    seed = np.random.default_rng(0).standard_normal(values.shape)
+    grad = pullback(seed)
+    i = int(np.argmax(abs(grad).sum(axis=1)))
+    for k in range(3):
+        fd = central(lambda p: float((seed * d.compute(points, p, numbers, s)).sum()), positions, (i, k), 1e-5)
+        assert grad[i, k] == pytest.approx(fd, abs=1e-8 * abs(grad[i]).max())  # achieved 1.8e-10 relative
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+@pytest.fixture(scope="module")
+def smooth_model(tmp_path_factory) -> Path:
+    """A small sigmoid network on Be2 bispectrum (twojmax 4) descriptors: a smooth energy
+    surface (a ReLU network's has kinks, where finite differences and forces part)."""
+    root = tmp_path_factory.mktemp("forces")
+    shutil.copytree(DEMO_DATA, root / "raw")
+    cat = Catalog(root / "catalog.yaml")
+    for i, split in enumerate(SPLITS):
+        cat.add(root / "raw" / f"Be_snapshot{i}.info.json", id=f"be2-{i}", split=split, chunks=9)
+    descriptor = {"plugin": "bispectrum", "params": {"twojmax": 4}}
+    malaflow.compute_descriptors([cat.store_path(r.id) for r in cat.records], descriptor["plugin"],
+                                 params=descriptor["params"], chunks=9, progress=False)
+    cfg = training_config(cat, root / "model", descriptor=descriptor, epochs=3,
+                          model={"plugin": "feedforward", "params": {"layers": [32], "activation": "sigmoid"}})
+    return malaflow.train(cfg, progress=False)
+
+
+def energy_of_positions(model, atoms, chunks: int):
+    """F(positions) of the model for ``atoms``' cell and elements."""
+    from ase import Atoms
+
+    return lambda p: malaflow.forces.energy_state(
+        model, Atoms(atoms.numbers, p, cell=atoms.cell, pbc=True), chunks=chunks).free_energy
+
+
+def test_forces_are_minus_the_gradient_of_the_free_energy_be2(smooth_model):
+    model = malaflow.load_model(smooth_model)
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = malaflow.Calculator(model, chunks=9)
+    forces = atoms.get_forces()
+    assert atoms.calc.results["kind"] == "total" and atoms.calc.evaluations == 1
+    assert abs(forces).max() > 0.1
+    energy = energy_of_positions(model, atoms, 9)
+    for i in range(2):
+        for k in range(3):
+            fd = -central(energy, atoms.positions, (i, k), 5e-4)
+            assert forces[i, k] == pytest.approx(fd, abs=3e-4)  # achieved 2.4e-5 eV/Å (FD error ∝ h²)
+
+
+def test_forces_of_an_8_atom_cell_and_the_net_force(smooth_model, capsys):
+    """On an 8-atom cell: forces against finite differences; the net force (the grid's
+    egg-box effect) equals minus the derivative of the energy under a rigid shift of all
+    atoms, and is removed on request as pw.x does."""
+    model = malaflow.load_model(smooth_model)
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57).repeat((2, 2, 1))
+    atoms.rattle(0.05, seed=3)
+    calc = malaflow.Calculator(model, chunks=18)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    net = calc.results["net_force"]
+    np.testing.assert_allclose(net, forces.sum(axis=0), atol=1e-12)
+    energy = energy_of_positions(model, atoms, 18)
+    for i, k in [(3, 0), (5, 2), (6, 1)]:
+        fd = -central(energy, atoms.positions, (i, k), 5e-4)
+        assert forces[i, k] == pytest.approx(fd, abs=3e-4)  # achieved 1.4e-7 eV/Å
+    h = 5e-4
+    shift = -(energy(atoms.positions + [0, 0, h]) - energy(atoms.positions - [0, 0, h])) / (2 * h)
+    assert net[2] == pytest.approx(shift, abs=3e-5)  # achieved 2.5e-7 eV/Å (x component)
+    with capsys.disabled():
+        print(f"\n  8-atom Be cell, grid {calc.state.predicted.attrs['grid_shape']}: net force "
+              f"{np.linalg.norm(net):.2e} eV/Å against a largest force of {abs(forces).max():.3f} eV/Å")
+    removed = malaflow.Calculator(model, chunks=18, remove_net_force=True)
+    atoms.calc = removed
+    np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), forces - net / 8, atol=1e-9)
+
+
+def test_forces_need_differentiable_descriptors(be2_catalog, tmp_path):
+    """A model on descriptors no installed plugin can differentiate says so."""
+    cfg = training_config(be2_catalog, tmp_path / "gauss", epochs=1, descriptor={"plugin": "gaussian", "params": {}},
+                          model={"plugin": "feedforward", "params": {"layers": [8]}})
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.calc = malaflow.Calculator(malaflow.train(cfg, progress=False))
+    atoms.get_potential_energy()
+    with pytest.raises(MalaflowError, match="no installed implementation of the feature set 'gaussian'"):
+        atoms.get_forces()
