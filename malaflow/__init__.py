@@ -25,12 +25,16 @@ from .trained_model import TrainedModel, load_model
 from .training import TrainingConfig, train
 from .hpo import StudyConfig, optimize
 from .calculator import Calculator
+from .ionic import radial_distribution
+from .montecarlo import metropolis
 from .runtime import cluster
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Calculator",
+    "metropolis",
+    "radial_distribution",
     "Catalog",
     "Descriptor",
     "Structure",

@@ -212,3 +212,22 @@ def test_forces_need_differentiable_descriptors(be2_catalog, tmp_path):
     atoms.get_potential_energy()
     with pytest.raises(MalaflowError, match="no installed implementation of the feature set 'gaussian'"):
         atoms.get_forces()
+
+
+def test_velocity_verlet_with_the_calculator_conserves_energy(smooth_model):
+    """A few NVE steps of ASE's velocity Verlet on Be2: F + kinetic energy stays put
+    (the NVE drift over hundreds of steps is a benchmark: benchmarks/forces.py)."""
+    from ase import units
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.rattle(0.02, seed=5)
+    atoms.calc = malaflow.Calculator(malaflow.load_model(smooth_model), chunks=9)
+    thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    total = []
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    dyn.attach(lambda: total.append(atoms.get_potential_energy(force_consistent=True) + atoms.get_kinetic_energy()))
+    dyn.run(4)
+    assert atoms.calc.evaluations == 5  # one prediction per configuration, forces from the same
+    assert np.ptp(total) < 3e-4  # achieved 2.9e-5 eV over 4 steps of 0.5 fs
