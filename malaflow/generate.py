@@ -51,6 +51,7 @@ class QESettings:
     electron_maxstep: int = 100
     mpi_ranks: int = 1
     threads: int = 1
+    forces: bool = False  # tprnfor: pw.x prints the forces on the atoms
 
 
 @dataclass
@@ -118,6 +119,7 @@ def pw_input(atoms, qe: QESettings, temperature: float) -> str:
         "&CONTROL", "  calculation = 'scf'", "  outdir = 'temp'", "  prefix = 'snap'",
         f"  pseudo_dir = '{qe.pseudo_dir}'",
         "  verbosity = 'high'",  # k-points and eigenvalues printed even when there are over 100
+        *(["  tprnfor = .true."] if qe.forces else []),
         "/",
         "&SYSTEM", "  ibrav = 0", f"  nat = {len(atoms)}", f"  ntyp = {len(symbols)}",
         f"  ecutwfc = {qe.ecutwfc}", f"  ecutrho = {qe.ecutrho}", f"  nbnd = {nbnd}",

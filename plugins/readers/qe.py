@@ -122,7 +122,25 @@ def parse_pw_output(path: str | Path) -> dict[str, Any]:
     if "total_energy" not in res["energies_ev"]:
         raise out.error("no '!    total energy' line: the scf did not converge or was cut short")
     res["eigenvalues"] = _eigenvalues(out, n_k, res["n_bands"])
+    res["forces"] = _forces(out, len(positions))
     return res
+
+
+def _forces(out: TextFile, n_atoms: int) -> np.ndarray | None:
+    """Forces (eV/Å) of the last "Forces acting on atoms" block (tprnfor), or None. The
+    breakdown verbosity='high' prints after it uses the same line format, so exactly
+    the block's first n_atoms "atom … force =" lines are taken."""
+    hit = out.find(r"Forces acting on atoms \(cartesian axes, Ry/au\)", "forces", required=False, last=True)
+    if hit is None:
+        return None
+    rows = []
+    for k in range(hit[0] + 1, len(out.lines)):
+        m = re.search(r"atom\s+\d+\s+type\s+\d+\s+force =(.*)$", out.lines[k])
+        if m:
+            rows.append(out.floats(k, m.group(1), 3))
+            if len(rows) == n_atoms:
+                return np.array(rows) * RYDBERG_EV / BOHR_ANGSTROM
+    raise out.error(f"expected {n_atoms} 'atom … force =' lines after this one, found {len(rows)}", hit[0])
 
 
 def _eigenvalues(out: TextFile, n_k: int, n_bands: int) -> np.ndarray:
@@ -332,6 +350,8 @@ class QEReader(Reader):
             "n_bands": pw["n_bands"], "n_kpoints": len(pw["k_weights"]),
             "ecutrho": pw["ecutrho_ry"],  # Ry, the key the total energy reads (as in MALA's info files)
         }
+        if pw["forces"] is not None:
+            attrs["dft_forces"] = pw["forces"].tolist()  # eV/Å, per atom (pw.x's, net force removed)
         if pw["pseudopotentials"]:
             attrs["pseudopotentials"] = {el: upf.name for el, upf in pw["pseudopotentials"].items()}
             dirs = sorted({str(upf.parent) for upf in pw["pseudopotentials"].values()})
