@@ -130,7 +130,7 @@ def forces(model: Any, state: EnergyState, chunks: Chunks = None, device: str = 
         shift = float((g * state.density_slope).sum()) / float(state.density_slope.sum())
         ionic = ion_forces(state.fields, g_core)
     structure = Structure.from_any(ds)
-    descriptor = differentiable(model.descriptor_plugin())
+    descriptor = differentiable(model.descriptor_plugin(), device)
     blocks = grid_blocks(grid, tuple(spatial_chunks(dict(zip(SPATIAL_DIMS, grid)), chunks).values()))
     seed = LdosSeed(voxel * grand, voxel * w0, shift)
     tasks = [(block_gradient, (model, descriptor, structure, grid, b, seed, g[b], device, precision)) for b in blocks]

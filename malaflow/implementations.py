@@ -79,15 +79,20 @@ def fastest(descriptor: Descriptor, device: str = "auto") -> Descriptor:
     return descriptor
 
 
-def differentiable(descriptor: Descriptor) -> Descriptor:
+def differentiable(descriptor: Descriptor, device: str = "auto") -> Descriptor:
     """``descriptor``'s features from an implementation that gives their derivatives in
-    the atomic positions (:meth:`Descriptor.compute_with_pullback`): itself if it can."""
+    the atomic positions (:meth:`Descriptor.compute_with_pullback`): itself if it can,
+    else the one preferred on ``device`` (as :class:`FastestHere` ranks them)."""
+    from .devices import torch_device
+
     def can(cls: type[Descriptor]) -> bool:
         return cls.compute_with_pullback is not Descriptor.compute_with_pullback
 
     if can(type(descriptor)):
         return descriptor
-    able = [c for c in implementations(descriptor.feature_set) if can(c)]
+    kind = torch_device(device, "forces").type
+    able = sorted((c for c in implementations(descriptor.feature_set) if can(c)),
+                  key=lambda c: (kind not in c.preferred_on, c.name))
     if not able:
         names = ", ".join(c.name for c in implementations(descriptor.feature_set)) or descriptor.name
         raise MalaflowError(

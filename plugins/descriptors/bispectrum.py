@@ -13,8 +13,9 @@ from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
 
-from .snap import BispectrumParams, SnapBispectrum, finish_features
+from .snap import BispectrumParams, SnapBispectrum, finish_features, finish_features_adjoint
 from .snap_kernel import bispectrum_block
+from .snap_pullback import pullback_block
 
 
 @dataclass
@@ -35,15 +36,35 @@ class BispectrumDescriptor(SnapBispectrum):
     blockwise = True
     preferred_on = ("cpu",)
 
-    def compute(self, points, positions, numbers, structure: Structure):
+    def _atoms(self, numbers, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
+        """Per-atom cutoff (LAMMPS: 2·rcutfac·R of the neighbour's element) and weight."""
         p = self.params
         order = structure.element_order(p.elements, self.name)
         radii = dict(zip(order, self.per_element("radelem", order)))
         weights = dict(zip(order, self.per_element("wj", order)))
-        cut = np.array([2.0 * p.rcutfac * radii[z] for z in numbers])  # LAMMPS: 2·rcutfac·R of the neighbour
-        b = bispectrum_block(points, positions, cut, np.array([weights[z] for z in numbers], dtype=float),
-                             p.twojmax, p.rfac0, p.rmin0, p.switchflag, p.threads)
-        return finish_features(b, p)
+        return (np.array([2.0 * p.rcutfac * radii[z] for z in numbers], dtype=float),
+                np.array([weights[z] for z in numbers], dtype=float))
+
+    def _raw(self, points, positions, numbers, structure: Structure) -> np.ndarray:
+        p = self.params
+        cut, weight = self._atoms(numbers, structure)
+        return bispectrum_block(points, positions, cut, weight, p.twojmax, p.rfac0, p.rmin0, p.switchflag, p.threads)
+
+    def compute(self, points, positions, numbers, structure: Structure):
+        return finish_features(self._raw(points, positions, numbers, structure), self.params)
+
+    def compute_with_pullback(self, points, positions, numbers, structure: Structure):
+        """Features and their pullback by the compiled adjoint kernel (:mod:`.snap_pullback`)."""
+        p = self.params
+        raw = self._raw(points, positions, numbers, structure)
+        cut, weight = self._atoms(numbers, structure)
+
+        def pullback(grad_features: np.ndarray) -> np.ndarray:
+            seed = finish_features_adjoint(raw, np.asarray(grad_features, dtype=float), p)
+            return pullback_block(points, positions, cut, weight, p.twojmax, p.rfac0, p.rmin0, p.switchflag,
+                                  seed, p.threads)
+
+        return finish_features(raw, p), pullback
 
     compute_grid = Descriptor.compute_grid  # block by block
 

@@ -136,3 +136,18 @@ def finish_features(b: Any, params: BispectrumParams) -> Any:
         products = b[:, iu] * b[:, ju] * same(np.where(iu == ju, 0.5, 1.0))
         b = np.concatenate([b, products], axis=1) if numpy else torch.cat([b, products], dim=1)
     return b
+
+
+def finish_features_adjoint(b: np.ndarray, grad: np.ndarray, params: BispectrumParams) -> np.ndarray:
+    """∂E/∂B_raw from ∂E/∂features of :func:`finish_features` (numpy): the quadratic
+    products ½B_i², B_i·B_j pass their seeds on by the product rule; bzero is a shift."""
+    n = b.shape[1]
+    raw = np.array(grad[:, :n], dtype=float)
+    if params.quadraticflag:
+        if params.bzeroflag:
+            b = b - np.array([j + 1.0 for _, _, j in bispectrum_indices(params.twojmax)])
+        iu, ju = np.triu_indices(n)
+        seed = grad[:, n:] * np.where(iu == ju, 0.5, 1.0)
+        np.add.at(raw.T, iu, (seed * b[:, ju]).T)
+        np.add.at(raw.T, ju, (seed * b[:, iu]).T)
+    return raw

@@ -239,6 +239,53 @@ def _bispectrum_lanes(features, off, cg, cg_start, ur, ui, out):  # pragma: no c
 
 
 @numba.njit(nogil=True, cache=True)
+def neighbours(point, positions, cut, weight, rfac0, rmin0, switchflag, cayley, switched, index,
+               dcayley, dswitched, derivatives):  # pragma: no cover (compiled)
+    """The atoms within r_c of ``point``: their Cayley–Klein parameters (a_r, a_i, b_r,
+    b_i) into ``cayley``, switched weights into ``switched``, their rows in ``positions``
+    into ``index``; with ``derivatives``, also ∂/∂(x, y, z) of both, where (x, y, z) =
+    point − atom. Returns how many."""
+    count = 0
+    for n in range(positions.shape[0]):
+        x = point[0] - positions[n, 0]
+        y = point[1] - positions[n, 1]
+        z = point[2] - positions[n, 2]
+        r2 = x * x + y * y + z * z
+        rc = cut[n]
+        if r2 >= rc * rc or r2 <= 1e-20:
+            continue
+        r = math.sqrt(r2)
+        span = rc - rmin0
+        theta0 = (r - rmin0) * rfac0 * math.pi / span
+        z0 = r / math.tan(theta0)
+        r0inv = 1.0 / math.sqrt(r2 + z0 * z0)
+        s = weight[n]
+        switch = switchflag and r > rmin0
+        if switch:
+            s *= 0.5 * (math.cos((r - rmin0) * math.pi / span) + 1.0)
+        cayley[count, 0] = z0 * r0inv
+        cayley[count, 1] = -z * r0inv
+        cayley[count, 2] = y * r0inv
+        cayley[count, 3] = -x * r0inv
+        switched[count] = s
+        index[count] = n
+        if derivatives:
+            sin0 = math.sin(theta0)
+            dz0 = 1.0 / math.tan(theta0) - r * rfac0 * math.pi / span / (sin0 * sin0)
+            ds = -weight[n] * 0.5 * math.sin((r - rmin0) * math.pi / span) * math.pi / span if switch else 0.0
+            for k in range(3):
+                u = (x, y, z)[k] / r  # ∂r/∂x_k
+                dr0inv = -r0inv * r0inv * r0inv * (r + z0 * dz0) * u
+                dcayley[count, 0, k] = dz0 * u * r0inv + z0 * dr0inv
+                dcayley[count, 1, k] = -z * dr0inv - (r0inv if k == 2 else 0.0)
+                dcayley[count, 2, k] = y * dr0inv + (r0inv if k == 1 else 0.0)
+                dcayley[count, 3, k] = -x * dr0inv - (r0inv if k == 0 else 0.0)
+                dswitched[count, k] = ds * u
+        count += 1
+    return count
+
+
+@numba.njit(nogil=True, cache=True)
 def bispectrum_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switchflag,
                       off, scale, cg, cg_start, features, out):  # pragma: no cover (compiled)
     """Bispectrum components of ``points`` (n, 3) into ``out`` (n, n_features) from the
@@ -260,32 +307,16 @@ def bispectrum_points(points, positions, cut, weight, twojmax, rfac0, rmin0, swi
     lanes_i = np.empty((size, LANES))
     result = np.empty((LANES, features.shape[0]))
     n_points = points.shape[0]
+    index = np.empty(positions.shape[0], dtype=np.int64)
+    no_derivatives = np.empty((0, 4, 3))
+    no_switch_derivatives = np.empty((0, 3))
     for start in range(0, n_points, LANES):
         for t in range(LANES):
             p = start + t
             count = 0
-            for n in range(positions.shape[0] if p < n_points else 0):
-                x = points[p, 0] - positions[n, 0]
-                y = points[p, 1] - positions[n, 1]
-                z = points[p, 2] - positions[n, 2]
-                r2 = x * x + y * y + z * z
-                rc = cut[n]
-                if r2 >= rc * rc or r2 <= 1e-20:
-                    continue
-                r = math.sqrt(r2)
-                span = rc - rmin0
-                theta0 = (r - rmin0) * rfac0 * math.pi / span
-                z0 = r / math.tan(theta0)
-                r0inv = 1.0 / math.sqrt(r2 + z0 * z0)
-                s = weight[n]
-                if switchflag and r > rmin0:
-                    s *= 0.5 * (math.cos((r - rmin0) * math.pi / span) + 1.0)
-                cayley[count, 0] = z0 * r0inv
-                cayley[count, 1] = -z * r0inv
-                cayley[count, 2] = y * r0inv
-                cayley[count, 3] = -x * r0inv
-                switched[count] = s
-                count += 1
+            if p < n_points:
+                count = neighbours(points[p], positions, cut, weight, rfac0, rmin0, switchflag, cayley, switched,
+                                   index, no_derivatives, no_switch_derivatives, False)
             _u_sum(cayley, switched, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui)
             _finish_u(twojmax, off, scale, ur, ui)
             lanes_r[:, t] = ur
