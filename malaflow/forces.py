@@ -50,6 +50,10 @@ from .runtime import run_tasks, session_client, task_resources
 from .trust import observables_with_trust
 from .units import HARTREE_EV, KB_EV
 
+#: a predicted LDOS up to this size stays in memory between the first two passes (the
+#: descriptors are then computed once for the energy); larger ones are recomputed
+KEEP_LDOS_BYTES = 256 * 2**20
+
 #: grid points per backward pass of the descriptors: bounds the autograd graph
 #: (≈ 0.5 GB for 256 points at twojmax 10 in a dense metal)
 BACKWARD_BATCH_POINTS = 256
@@ -87,10 +91,13 @@ def energy_state(model: Any, structure: Any, grid_shape: Any = None, chunks: Chu
                  scheme: str = "analytic", pseudo_dir: str | Path | None = None, device: str = "auto",
                  precision: str = "float64") -> EnergyState:
     """Predict, then the observables and energy terms: the DOS in one pass over the
-    descriptor chunks, the density and ∂n/∂μ together in a second."""
+    descriptor chunks, the density and ∂n/∂μ together in a second (from the LDOS kept
+    in memory if it is small, see :data:`KEEP_LDOS_BYTES`)."""
     if model.variable != "ldos":
         raise MalaflowError(f"forces need a model of the LDOS; this one predicts {model.variable!r}")
     predicted = model.predict(structure, grid_shape=grid_shape, chunks=chunks, device=device, precision=precision)
+    if predicted[model.variable].nbytes <= KEEP_LDOS_BYTES:
+        predicted = predicted.persist()
     obs, share = observables_with_trust(predicted, scheme)
     e = predicted["energy"].values
     w = np.stack([energy_weights(e, obs.fermi_energy, obs.temperature, "fermi", 0, scheme),

@@ -313,3 +313,5 @@ def test_generation_asks_pw_for_forces_only_when_told(mala_data, tmp_path):
     # pw.x's −0.01587068, 0.00368364, 0.00008257 Ry/Bohr (and opposite), × 13.6057/0.529177 by hand
     expected = [[-0.408052, 0.094710, 0.002123], [0.408052, -0.094710, -0.002123]]
     np.testing.assert_allclose(snap.attrs["dft_forces"], expected, atol=1e-6)
+    info = malaflow.read_snapshot(DEMO_DATA / "Be_snapshot0.info.json")  # MALA's record of the same run
+    np.testing.assert_allclose(info.attrs["dft_forces"], snap.attrs["dft_forces"], rtol=1e-6)

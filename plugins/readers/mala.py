@@ -251,8 +251,11 @@ class MalaReader(Reader):
                 reference={v: float(info[k]) for k, v in ref_keys.items() if k in info},
                 code="mala",
                 attrs={
-                    k: info[k] for k in ("ecutwfc", "ecutrho", "degauss", "pseudopotentials", "descriptor_parameters")
-                    if k in info
+                    **{k: info[k] for k in ("ecutwfc", "ecutrho", "degauss", "pseudopotentials", "descriptor_parameters")
+                       if k in info},
+                    # eV/Å per atom, as the qe reader keeps pw.x's
+                    **({"dft_forces": np.asarray(info["atomic_forces_dft"], dtype=float).reshape(-1, 3).tolist()}
+                       if "atomic_forces_dft" in info else {}),
                 },
             )
         except json.JSONDecodeError as exc:
