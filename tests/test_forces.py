@@ -315,3 +315,21 @@ def test_generation_asks_pw_for_forces_only_when_told(mala_data, tmp_path):
     np.testing.assert_allclose(snap.attrs["dft_forces"], expected, atol=1e-6)
     info = malaflow.read_snapshot(DEMO_DATA / "Be_snapshot0.info.json")  # MALA's record of the same run
     np.testing.assert_allclose(info.attrs["dft_forces"], snap.attrs["dft_forces"], rtol=1e-6)
+
+
+def test_md_and_monte_carlo_example_runs(smooth_model, tmp_path):
+    """examples/md-be16.py: Langevin MD with forces, Metropolis MC, the RDF plot."""
+    import subprocess
+    import sys
+
+    from ase.io import read
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "md-be16.py"), str(smooth_model),
+                           "--md-steps", "1", "--mc-steps", "2", "--output", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Monte Carlo: 2 moves" in proc.stdout and (out / "rdf.png").stat().st_size > 10_000
+    md = read(out / "md.traj", ":")
+    assert len(md) == 2 and len(md[0]) == 16
+    assert not np.allclose(md[-1].positions, md[0].positions)

@@ -1,0 +1,185 @@
+"""Forces from the predicted LDOS (issue 20): cost, accuracy beside DFT, energy
+conservation.
+
+* **Cost**: energy alone beside energy + forces of a ≥10⁵-point cell (Be2 snapshot 3 ×
+  3×3×2: 36 atoms, 54³ points), the model of examples/train-be2.yaml (bispectrum
+  twojmax 10, 91 → 200 → 11), each in its own process (time, peak RSS).
+* **Accuracy**: forces of the same model (and of a smooth one) against pw.x's
+  (``tprnfor``) on the snapshots it was not trained on, per snapshot: RMSE (eV/Å) and
+  the relative error of the force norms.
+* **Energy conservation**: velocity Verlet (NVE) of a 16-atom Be cell (snapshot 3 ×
+  2×2×2) from 298 K velocities with a smooth model (sigmoid activation, twojmax 6 to
+  keep ≥ 200 steps within an hour here): F + kinetic energy per step, its drift (slope
+  of a straight-line fit) in meV/atom/ps, and a plot.
+
+The models are trained here (not timed) on the demo data: snapshots 0, 1 train, 2
+validates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .harness import measure, table
+
+ROOT = Path(__file__).resolve().parent.parent
+COST_CELL = [3, 3, 2]
+NVE_CELL = [2, 2, 2]
+NVE_STEPS = 200
+NVE_TIMESTEP_FS = 1.0
+PLOT = Path(__file__).resolve().parent / "nve-be16.png"
+
+
+def _catalog(folder: Path):
+    import malaflow as mf
+    from malaflow.catalog import Catalog
+
+    demo = Path(mf.__file__).parent / "demo_data" / "Be2"
+    cat = Catalog(folder / "catalog.yaml")
+    for i, split in enumerate(["train", "train", "validation", "test"]):
+        cat.add(demo / f"Be_snapshot{i}.info.json", id=f"be2-{i}", split=split, chunks=9)
+    return cat
+
+
+def models(folder: Path) -> dict[str, Path]:
+    """The examples/train-be2.yaml model and a smooth twojmax-6 model, trained here."""
+    import malaflow as mf
+    from malaflow.config import read_yaml
+
+    cat = _catalog(folder)
+    config = read_yaml(ROOT / "examples" / "train-be2.yaml", "training config")
+    relu = {**config, "output": str(folder / "relu"), "catalog": str(cat.path)}
+    out = {"train-be2 (relu, twojmax 10)": mf.train(relu, progress=False)}
+    smooth = {**config, "output": str(folder / "smooth"), "catalog": str(cat.path),
+              "descriptor": {"plugin": "bispectrum", "params": {"twojmax": 6}},
+              "model": {"plugin": "feedforward", "params": {"layers": [200], "activation": "sigmoid"}}}
+    mf.compute_descriptors([cat.store_path(r.id) for r in cat.records], "bispectrum", params={"twojmax": 6},
+                           chunks=9, progress=False)
+    out["smooth (sigmoid, twojmax 6)"] = mf.train(smooth, progress=False)
+    return out
+
+
+def _snapshot_atoms(i: int, reps=(1, 1, 1)):
+    import malaflow as mf
+
+    snap = mf.read_snapshot(Path(mf.__file__).parent / "demo_data" / "Be2" / f"Be_snapshot{i}.info.json")
+    return snap, snap.atoms.repeat(tuple(reps))
+
+
+def cost(model: str, reps: list[int], with_forces: bool) -> dict:
+    import malaflow as mf
+
+    _, atoms = _snapshot_atoms(3, reps)
+    atoms.calc = mf.Calculator(model, chunks=27)
+    t0 = time.perf_counter()
+    energy = atoms.get_potential_energy()
+    if with_forces:
+        atoms.get_forces()
+    return {"seconds": time.perf_counter() - t0, "energy": energy,
+            "points": int(np.prod(atoms.calc.state.predicted.attrs["grid_shape"]))}
+
+
+def accuracy(model: str) -> dict:
+    """Forces of the held-out snapshots beside pw.x's: RMSE and norm errors."""
+    import malaflow as mf
+
+    calc = mf.Calculator(model)
+    out = {"seconds": 0.0}
+    for i in (2, 3):
+        snap, atoms = _snapshot_atoms(i)
+        atoms.calc = calc
+        ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
+        norm_ours, norm_dft = np.linalg.norm(ours, axis=1), np.linalg.norm(dft, axis=1)
+        out[f"snapshot {i}"] = {"rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
+                                "norm_error": float(np.mean(abs(norm_ours - norm_dft) / norm_dft)),
+                                "dft_max": float(abs(dft).max()), "ours_max": float(abs(ours).max()),
+                                "net": float(np.linalg.norm(calc.results["net_force"]))}
+    return out
+
+
+def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
+    """Velocity Verlet from 298 K Maxwell–Boltzmann velocities (seeded); one JSON line
+    per step into ``log`` (time in fs, free energy, kinetic energy, eV)."""
+    import malaflow as mf
+    from ase import units
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+
+    _, atoms = _snapshot_atoms(3, NVE_CELL)
+    atoms.calc = mf.Calculator(model, chunks=27)
+    thermalize_momenta(atoms, temperature_K=298, rng=np.random.default_rng(0))
+    Stationary(atoms)
+    dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        def record() -> None:
+            f.write(json.dumps([dyn.nsteps * timestep_fs, atoms.get_potential_energy(force_consistent=True),
+                                atoms.get_kinetic_energy()]) + "\n")
+            f.flush()
+
+        dyn.attach(record)
+        dyn.run(steps)
+    return {"seconds": time.perf_counter() - t0, "atoms": len(atoms)}
+
+
+def drift(log: str, n_atoms: int) -> tuple[float, float, np.ndarray]:
+    """Slope (meV/atom/ps) of a straight line through F + kinetic energy, its largest
+    excursion (meV/atom), and the (time, F, kinetic) rows."""
+    rows = np.array([json.loads(line) for line in open(log)])
+    total = (rows[:, 1] + rows[:, 2]) / n_atoms * 1e3
+    slope = np.polyfit(rows[:, 0] / 1e3, total, 1)[0]
+    return float(slope), float(np.ptp(total)), rows
+
+
+def plot(rows: np.ndarray, n_atoms: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = rows[:, 0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series = ((rows[:, 1], "free energy F"), (rows[:, 2], "kinetic"), (rows[:, 1] + rows[:, 2], "F + kinetic"))
+    for values, label in series:
+        ax.plot(t, (values - values[0]) / n_atoms * 1e3, label=label)
+    ax.set_xlabel("time (fs)")
+    ax.set_ylabel("change per atom (meV)")
+    ax.set_title(f"NVE, {n_atoms}-atom Be cell, malaflow forces, Δt = {t[1] - t[0]:g} fs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = models(Path(tmp))
+        relu, smooth = (str(p) for p in trained.values())
+        energy = measure("benchmarks.forces", "cost", relu, COST_CELL, False)
+        both = measure("benchmarks.forces", "cost", relu, COST_CELL, True)
+        cost_rows = [[f"Be2 × {'×'.join(map(str, COST_CELL))} ({2 * int(np.prod(COST_CELL))} atoms)",
+                      f"{energy.extra.get('points', 0):,}", f"{energy.seconds:.0f} s, {energy.peak_mb:.0f} MB",
+                      f"{both.seconds:.0f} s, {both.peak_mb:.0f} MB", f"{both.seconds / energy.seconds:.2f}"]]
+        acc_rows = []
+        for name, path in trained.items():
+            result = measure("benchmarks.forces", "accuracy", str(path))
+            for snap, r in result.extra.items():
+                acc_rows.append([name, snap, f"{r['rmse']:.3f}", f"{100 * r['norm_error']:.0f} %",
+                                 f"{r['dft_max']:.3f}", f"{r['ours_max']:.3f}", f"{r['net']:.1e}"])
+        log = str(Path(tmp) / "nve.jsonl")
+        run = measure("benchmarks.forces", "nve", smooth, NVE_STEPS, NVE_TIMESTEP_FS, log)
+        slope, spread, rows = drift(log, run.extra["atoms"])
+        plot(rows, run.extra["atoms"], PLOT)
+    return "\n\n".join([
+        table(cost_rows, ["cell", "grid points", "energy alone", "energy + forces", "ratio"]),
+        table(acc_rows, ["model", "held-out snapshot", "force RMSE (eV/Å)", "norm error", "max |F| DFT",
+                         "max |F| ours", "net force (eV/Å)"]),
+        f"NVE: {run.extra['atoms']} atoms, {NVE_STEPS} steps of {NVE_TIMESTEP_FS} fs in {run.seconds:.0f} s "
+        f"({run.peak_mb:.0f} MB): drift {slope:+.3f} meV/atom/ps, largest excursion of F + kinetic "
+        f"{spread:.3f} meV/atom; plot {PLOT.name}",
+    ])
