@@ -81,22 +81,23 @@ def fastest(descriptor: Descriptor, device: str = "auto") -> Descriptor:
 
 def differentiable(descriptor: Descriptor, device: str = "auto") -> Descriptor:
     """``descriptor``'s features from an implementation that gives their derivatives in
-    the atomic positions (:meth:`Descriptor.compute_with_pullback`): itself if it can,
-    else the one preferred on ``device`` (as :class:`FastestHere` ranks them)."""
+    the atomic positions (:meth:`Descriptor.compute_with_pullback`): the one preferred on
+    ``device`` (as :class:`FastestHere` ranks them; the compiled kernel on a CPU, torch
+    on a GPU), else ``descriptor`` itself if it can, else any that can."""
     from .devices import torch_device
 
     def can(cls: type[Descriptor]) -> bool:
         return cls.compute_with_pullback is not Descriptor.compute_with_pullback
 
-    if can(type(descriptor)):
-        return descriptor
     kind = torch_device(device, "forces").type
     able = sorted((c for c in implementations(descriptor.feature_set) if can(c)),
-                  key=lambda c: (kind not in c.preferred_on, c.name))
+                  key=lambda c: (kind not in c.preferred_on, c is not type(descriptor), c.name))
     if not able:
+        if can(type(descriptor)):  # not registered (an instance made in-process)
+            return descriptor
         names = ", ".join(c.name for c in implementations(descriptor.feature_set)) or descriptor.name
         raise MalaflowError(
             f"forces need the derivatives of the descriptors in the atomic positions; no installed "
             f"implementation of the feature set {descriptor.feature_set!r} ({names}) gives them"
         )
-    return implementation(descriptor, able[0].name)
+    return descriptor if able[0] is type(descriptor) else implementation(descriptor, able[0].name)

@@ -109,3 +109,35 @@ def test_gpu_check_script_runs_its_cpu_part_without_a_gpu(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "no CUDA device" in run.stdout and "compiled kernel" in run.stdout and "points/s" in run.stdout
+
+
+def test_forces_pick_the_differentiable_implementation_of_the_device():
+    """On a CPU the compiled kernel's pullback, on a GPU torch's; the LAMMPS features
+    (no derivatives) borrow one."""
+    from malaflow.descriptors import get_descriptor
+    from malaflow.implementations import differentiable
+
+    lammps = get_descriptor("bispectrum_lammps", {"twojmax": 6})
+    assert differentiable(lammps, "cpu").name == "bispectrum"
+    assert differentiable(get_descriptor("bispectrum_torch"), "cpu").name == "bispectrum"
+    if torch.cuda.is_available():
+        assert differentiable(lammps, "cuda").name == "bispectrum_torch"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_forces_match_the_cpu(bispectrum_model):
+    """Forces with the network and the descriptors' pullback on the GPU (float64) equal
+    the CPU path's (compiled pullback) to float64 rounding."""
+    from ase.build import bulk
+
+    from malaflow.forces import energy_state, forces
+
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.rattle(0.05, seed=3)
+    results = {}
+    for device in ("cpu", "cuda"):
+        state = energy_state(bispectrum_model, atoms, chunks=9, device=device)
+        results[device] = (state.free_energy, forces(bispectrum_model, state, chunks=9, device=device).forces)
+    assert results["cuda"][0] == pytest.approx(results["cpu"][0], abs=1e-8)
+    np.testing.assert_allclose(results["cuda"][1], results["cpu"][1], atol=1e-7)
