@@ -10,11 +10,11 @@ releases the GIL.
 
 Per point (the notation of ``bispectrum_torch``'s docstring, LAMMPS's conventions):
 
-1. U^tot: for each neighbour within r_c of its element, the rescaled Wigner matrices
+1. U^tot (:func:`u_lanes`): for each neighbour within r_c of its element, the rescaled Wigner matrices
    V_j = U_j / D_j by V_j[m', m] = a*·V_{j−1}[m', m] − b*·V_{j−1}[m', m−1] (two complex
    products per entry, rows 2m' ≤ j only), summed with weight f_c(r)·w; then
    U^tot = D ⊙ ΣV + δ (the point itself), the other rows by U's mirror symmetry.
-2. B(j1, j2, j) = 2 Re Σ_{rows 2m' ≤ j} conj(U_j[m', m]) Z[m', m], with
+2. B(j1, j2, j) (:mod:`.snap_contraction`) = 2 Re Σ_{rows 2m' ≤ j} conj(U_j[m', m]) Z[m', m], with
    Z[m', m] = Σ_{m1'} C Σ_{m1} C U_j1[m1', m1] U_j2[m2', m2] over the non-zero
    Clebsch–Gordan ranges (LAMMPS's ``compute_zi``/``compute_bi`` loop structure), but
    only for the (j1, j2, j) the features need.
@@ -35,6 +35,7 @@ import numba
 import numpy as np
 
 from .snap import bispectrum_indices, clebsch_gordan, u_offsets
+from .snap_contraction import LANES, contract_lanes
 
 #: points per thread-pool task: enough to amortise the call, small enough to balance
 TILE_POINTS = 256  # a multiple of LANES
@@ -170,74 +171,6 @@ def _finish_u(twojmax, off, scale, ur, ui):  # pragma: no cover (compiled)
                 ui[k] = -sign * ui[src]
 
 
-#: points whose contraction runs side by side, one SIMD lane each: the loops over the
-#: lanes have this constant length, which LLVM compiles to full-width vector code
-LANES = 32
-
-
-@numba.njit(nogil=True, cache=True)
-def _bispectrum_lanes(features, off, cg, cg_start, ur, ui, out):  # pragma: no cover (compiled)
-    """B of LANES points at once from their U^tot (entries × LANES) into ``out`` (LANES × features).
-
-    Z(j1, j2, j)[mb, ma] = Σ_{mb1} C Σ_{ma1} C U_j1[mb1, ma1] U_j2[mb2, ma2] over the
-    non-zero Clebsch–Gordan ranges (LAMMPS's ``compute_zi`` loops), contracted at once with
-    conj(U_j) over the rows 2mb ≤ j (``compute_bi``), for the (j1, j2, j) of the features
-    only. Every lane does the same operations in the same order on its own point."""
-    sr = np.empty(LANES)
-    si = np.empty(LANES)
-    zr = np.empty(LANES)
-    zi = np.empty(LANES)
-    total = np.empty(LANES)
-    for f in range(features.shape[0]):
-        j1, j2, j = features[f, 0], features[f, 1], features[f, 2]
-        c0 = cg_start[j1, j2, j]
-        jo = off[j]
-        total[:] = 0.0
-        for mb in range(j // 2 + 1):
-            for ma in range(j + 1):
-                if 2 * mb == j and ma > mb:  # the middle row of even j: its mirror half
-                    break
-                ma1min = max(0, (2 * ma - j - j2 + j1) // 2)
-                ma2max = (2 * ma - j - (2 * ma1min - j1) + j2) // 2
-                na = min(j1, (2 * ma - j + j2 + j1) // 2) - ma1min + 1
-                mb1min = max(0, (2 * mb - j - j2 + j1) // 2)
-                mb2max = (2 * mb - j - (2 * mb1min - j1) + j2) // 2
-                nb = min(j1, (2 * mb - j + j2 + j1) // 2) - mb1min + 1
-                u1 = off[j1] + (j1 + 1) * mb1min
-                u2 = off[j2] + (j2 + 1) * mb2max
-                icgb = c0 + mb1min * (j2 + 1) + mb2max
-                zr[:] = 0.0
-                zi[:] = 0.0
-                for _ in range(nb):
-                    sr[:] = 0.0
-                    si[:] = 0.0
-                    k1 = u1 + ma1min
-                    k2 = u2 + ma2max
-                    icga = c0 + ma1min * (j2 + 1) + ma2max
-                    for _ in range(na):
-                        c = cg[icga]
-                        for t in range(LANES):
-                            ar, ai, br, bi = ur[k1, t], ui[k1, t], ur[k2, t], ui[k2, t]
-                            sr[t] += c * (ar * br - ai * bi)
-                            si[t] += c * (ar * bi + ai * br)
-                        k1 += 1
-                        k2 -= 1
-                        icga += j2
-                    cb = cg[icgb]
-                    for t in range(LANES):
-                        zr[t] += cb * sr[t]
-                        zi[t] += cb * si[t]
-                    u1 += j1 + 1
-                    u2 -= j2 + 1
-                    icgb += j2
-                k = jo + mb * (j + 1) + ma
-                weight = 0.5 if 2 * mb == j and ma == mb else 1.0
-                for t in range(LANES):
-                    total[t] += weight * (ur[k, t] * zr[t] + ui[k, t] * zi[t])
-        for t in range(LANES):
-            out[t, f] = 2.0 * total[t]
-
-
 @numba.njit(nogil=True, cache=True)
 def neighbours(point, positions, cut, weight, rfac0, rmin0, switchflag, cayley, switched, index,
                dcayley, dswitched, derivatives):  # pragma: no cover (compiled)
@@ -286,12 +219,11 @@ def neighbours(point, positions, cut, weight, rfac0, rmin0, switchflag, cayley, 
 
 
 @numba.njit(nogil=True, cache=True)
-def bispectrum_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switchflag,
-                      off, scale, cg, cg_start, features, out):  # pragma: no cover (compiled)
-    """Bispectrum components of ``points`` (n, 3) into ``out`` (n, n_features) from the
-    atoms at ``positions`` (periodic images included) with per-atom cutoff and weight:
-    U^tot point by point, then the contraction LANES points at a time (the last group
-    padded with isolated points, whose results are dropped)."""
+def u_lanes(points, start, positions, cut, weight, twojmax, rfac0, rmin0, switchflag, off, scale,
+            lanes_r, lanes_i):  # pragma: no cover (compiled)
+    """U^tot of points start … start + LANES − 1 into the columns of lanes_r, lanes_i
+    (past the last point: an isolated point's, whose results are dropped). Its work
+    arrays are allocated per call: a few µs beside the milliseconds of 32 points."""
     size = off[twojmax + 1]
     ur = np.empty(size)
     ui = np.empty(size)
@@ -303,25 +235,38 @@ def bispectrum_points(points, positions, cut, weight, twojmax, rfac0, rmin0, swi
     pi = np.empty((twojmax + 1, NEIGHBOUR_LANES))
     cayley = np.empty((positions.shape[0], 4))
     switched = np.empty(positions.shape[0])
+    index = np.empty(positions.shape[0], dtype=np.int64)
+    no_derivatives = np.empty((0, 4, 3))
+    no_switch_derivatives = np.empty((0, 3))
+    for t in range(LANES):
+        p = start + t
+        count = 0
+        if p < points.shape[0]:
+            count = neighbours(points[p], positions, cut, weight, rfac0, rmin0, switchflag, cayley, switched,
+                               index, no_derivatives, no_switch_derivatives, False)
+        _u_sum(cayley, switched, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui)
+        _finish_u(twojmax, off, scale, ur, ui)
+        lanes_r[:, t] = ur
+        lanes_i[:, t] = ui
+
+
+@numba.njit(nogil=True, cache=True)
+def bispectrum_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switchflag,
+                      off, scale, cg, cg_start, features, out):  # pragma: no cover (compiled)
+    """Bispectrum components of ``points`` (n, 3) into ``out`` (n, n_features) from the
+    atoms at ``positions`` (periodic images included) with per-atom cutoff and weight:
+    U^tot point by point, then the contraction LANES points at a time (the last group
+    padded with isolated points, whose results are dropped)."""
+    size = off[twojmax + 1]
     lanes_r = np.empty((size, LANES))
     lanes_i = np.empty((size, LANES))
     result = np.empty((LANES, features.shape[0]))
     n_points = points.shape[0]
-    index = np.empty(positions.shape[0], dtype=np.int64)
-    no_derivatives = np.empty((0, 4, 3))
-    no_switch_derivatives = np.empty((0, 3))
+    no_seed = np.empty((0, 0))
+    no_adjoint = np.empty((0, 0))
     for start in range(0, n_points, LANES):
-        for t in range(LANES):
-            p = start + t
-            count = 0
-            if p < n_points:
-                count = neighbours(points[p], positions, cut, weight, rfac0, rmin0, switchflag, cayley, switched,
-                                   index, no_derivatives, no_switch_derivatives, False)
-            _u_sum(cayley, switched, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui)
-            _finish_u(twojmax, off, scale, ur, ui)
-            lanes_r[:, t] = ur
-            lanes_i[:, t] = ui
-        _bispectrum_lanes(features, off, cg, cg_start, lanes_r, lanes_i, result)
+        u_lanes(points, start, positions, cut, weight, twojmax, rfac0, rmin0, switchflag, off, scale, lanes_r, lanes_i)
+        contract_lanes(features, off, cg, cg_start, lanes_r, lanes_i, result, no_seed, no_adjoint, no_adjoint, False)
         stop = min(start + LANES, n_points)
         out[start:stop] = result[: stop - start]
 

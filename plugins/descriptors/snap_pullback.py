@@ -26,91 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from .snap_kernel import LANES, NEIGHBOUR_LANES, TILE_POINTS, _finish_u, _u_sum, neighbours, tables
-
-
-@numba.njit(nogil=True, cache=True)
-def _contraction_adjoint(features, off, cg, cg_start, ur, ui, seed, ubr, ubi):  # pragma: no cover (compiled)
-    """Ū (entries × LANES) += Σ_f seed[:, f] ∂B_f/∂U for LANES points' U^tot (the loops
-    of ``_bispectrum_lanes``, run twice per Z entry: Z, then its adjoint)."""
-    sr = np.empty(LANES)
-    si = np.empty(LANES)
-    zr = np.empty(LANES)
-    zi = np.empty(LANES)
-    zbr = np.empty(LANES)
-    zbi = np.empty(LANES)
-    for f in range(features.shape[0]):
-        j1, j2, j = features[f, 0], features[f, 1], features[f, 2]
-        c0 = cg_start[j1, j2, j]
-        jo = off[j]
-        for mb in range(j // 2 + 1):
-            for ma in range(j + 1):
-                if 2 * mb == j and ma > mb:
-                    break
-                ma1min = max(0, (2 * ma - j - j2 + j1) // 2)
-                ma2max = (2 * ma - j - (2 * ma1min - j1) + j2) // 2
-                na = min(j1, (2 * ma - j + j2 + j1) // 2) - ma1min + 1
-                mb1min = max(0, (2 * mb - j - j2 + j1) // 2)
-                mb2max = (2 * mb - j - (2 * mb1min - j1) + j2) // 2
-                nb = min(j1, (2 * mb - j + j2 + j1) // 2) - mb1min + 1
-                u1 = off[j1] + (j1 + 1) * mb1min
-                u2 = off[j2] + (j2 + 1) * mb2max
-                icgb = c0 + mb1min * (j2 + 1) + mb2max
-                zr[:] = 0.0
-                zi[:] = 0.0
-                for _ in range(nb):
-                    sr[:] = 0.0
-                    si[:] = 0.0
-                    k1 = u1 + ma1min
-                    k2 = u2 + ma2max
-                    icga = c0 + ma1min * (j2 + 1) + ma2max
-                    for _ in range(na):
-                        c = cg[icga]
-                        for t in range(LANES):
-                            ar, ai, br, bi = ur[k1, t], ui[k1, t], ur[k2, t], ui[k2, t]
-                            sr[t] += c * (ar * br - ai * bi)
-                            si[t] += c * (ar * bi + ai * br)
-                        k1 += 1
-                        k2 -= 1
-                        icga += j2
-                    cb = cg[icgb]
-                    for t in range(LANES):
-                        zr[t] += cb * sr[t]
-                        zi[t] += cb * si[t]
-                    u1 += j1 + 1
-                    u2 -= j2 + 1
-                    icgb += j2
-                k = jo + mb * (j + 1) + ma
-                weight = 1.0 if 2 * mb == j and ma == mb else 2.0  # B = 2·total
-                for t in range(LANES):
-                    g = weight * seed[t, f]
-                    ubr[k, t] += g * zr[t]
-                    ubi[k, t] += g * zi[t]
-                    zbr[t] = g * ur[k, t]
-                    zbi[t] = g * ui[k, t]
-                u1 = off[j1] + (j1 + 1) * mb1min
-                u2 = off[j2] + (j2 + 1) * mb2max
-                icgb = c0 + mb1min * (j2 + 1) + mb2max
-                for _ in range(nb):
-                    k1 = u1 + ma1min
-                    k2 = u2 + ma2max
-                    icga = c0 + ma1min * (j2 + 1) + ma2max
-                    cb = cg[icgb]
-                    for _ in range(na):
-                        c = cg[icga] * cb
-                        for t in range(LANES):
-                            pr, pi = c * zbr[t], c * zbi[t]
-                            ar, ai, br, bi = ur[k1, t], ui[k1, t], ur[k2, t], ui[k2, t]
-                            ubr[k1, t] += pr * br + pi * bi
-                            ubi[k1, t] += pi * br - pr * bi
-                            ubr[k2, t] += pr * ar + pi * ai
-                            ubi[k2, t] += pi * ar - pr * ai
-                        k1 += 1
-                        k2 -= 1
-                        icga += j2
-                    u1 += j1 + 1
-                    u2 -= j2 + 1
-                    icgb += j2
+from .snap_contraction import LANES, contract_lanes
+from .snap_kernel import NEIGHBOUR_LANES, TILE_POINTS, neighbours, tables, u_lanes
 
 
 @numba.njit(nogil=True, cache=True)
@@ -229,12 +146,8 @@ def pullback_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switc
     """out (n_positions, 3) += ∂E/∂positions for E = Σ seed · B over ``points``."""
     size = off[twojmax + 1]
     n_max = positions.shape[0]
-    ur = np.empty(size)
-    ui = np.empty(size)
     vr = np.empty((size, NEIGHBOUR_LANES))
     vi = np.empty((size, NEIGHBOUR_LANES))
-    accr = np.empty((size, NEIGHBOUR_LANES))
-    acci = np.empty((size, NEIGHBOUR_LANES))
     dvr = np.empty((3, size, NEIGHBOUR_LANES))
     dvi = np.empty((3, size, NEIGHBOUR_LANES))
     pr = np.empty((twojmax + 1, NEIGHBOUR_LANES))
@@ -254,24 +167,18 @@ def pullback_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switc
     vbr = np.empty(size)
     vbi = np.empty(size)
     lane_seed = np.empty((LANES, features.shape[0]))
+    result = np.empty((LANES, features.shape[0]))
     n_points = points.shape[0]
     for start in range(0, n_points, LANES):
+        u_lanes(points, start, positions, cut, weight, twojmax, rfac0, rmin0, switchflag, off, scale, lanes_r, lanes_i)
         for t in range(LANES):
-            p = start + t
-            count = 0
-            if p < n_points:
-                count = neighbours(points[p], positions, cut, weight, rfac0, rmin0, switchflag, cayley, switched,
-                                   index, dcayley, dswitched, False)
-                lane_seed[t] = seed[p]
+            if start + t < n_points:
+                lane_seed[t] = seed[start + t]
             else:
                 lane_seed[t] = 0.0
-            _u_sum(cayley, switched, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui)
-            _finish_u(twojmax, off, scale, ur, ui)
-            lanes_r[:, t] = ur
-            lanes_i[:, t] = ui
         ubr[:] = 0.0
         ubi[:] = 0.0
-        _contraction_adjoint(features, off, cg, cg_start, lanes_r, lanes_i, lane_seed, ubr, ubi)
+        contract_lanes(features, off, cg, cg_start, lanes_r, lanes_i, result, lane_seed, ubr, ubi, True)
         for t in range(min(LANES, n_points - start)):
             _fold(twojmax, off, scale, ubr, ubi, t, vbr, vbi)
             count = neighbours(points[start + t], positions, cut, weight, rfac0, rmin0, switchflag, cayley,
