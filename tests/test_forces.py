@@ -333,3 +333,19 @@ def test_md_and_monte_carlo_example_runs(smooth_model, tmp_path):
     md = read(out / "md.traj", ":")
     assert len(md) == 2 and len(md[0]) == 16
     assert not np.allclose(md[-1].positions, md[0].positions)
+
+
+def test_band_energy_forces_without_pseudopotentials(smooth_model, tmp_path):
+    """Without the UPF files the Calculator's energy is E_b − TS (kind "band"), and its
+    forces are that energy's gradient: the grand-potential weights alone."""
+    bare = tmp_path / "bare"
+    shutil.copytree(smooth_model, bare, ignore=shutil.ignore_patterns("*.UPF"))
+    model = malaflow.load_model(bare)
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = malaflow.Calculator(model, chunks=9)
+    forces = atoms.get_forces()
+    assert atoms.calc.results["kind"] == "band"
+    energy = energy_of_positions(model, atoms, 9)
+    for i, k in [(0, 0), (1, 2)]:
+        assert forces[i, k] == pytest.approx(-central(energy, atoms.positions, (i, k), 5e-4), abs=3e-4)
