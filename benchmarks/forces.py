@@ -32,6 +32,7 @@ NVE_CELL = [2, 2, 2]
 NVE_STEPS = 200
 NVE_TIMESTEP_FS = 1.0
 PLOT = Path(__file__).resolve().parent / "nve-be16.png"
+NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
 
 
 def _catalog(folder: Path):
@@ -103,11 +104,14 @@ def accuracy(model: str) -> dict:
 
 def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
     """Velocity Verlet from 298 K Maxwell–Boltzmann velocities (seeded); one JSON line
-    per step into ``log`` (time in fs, free energy, kinetic energy, eV)."""
+    per step into ``log``: time (fs), free energy, kinetic energy (eV), the share of
+    grid points where the model extrapolates, the shortest interatomic distance (Å),
+    and whether the prediction carried a warning (atoms closer than the training data)."""
     import malaflow as mf
     from ase import units
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
+    from malaflow.trust import shortest_distance
 
     _, atoms = _snapshot_atoms(3, NVE_CELL)
     atoms.calc = mf.Calculator(model, chunks=27)
@@ -117,8 +121,10 @@ def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as f:
         def record() -> None:
-            f.write(json.dumps([dyn.nsteps * timestep_fs, atoms.get_potential_energy(force_consistent=True),
-                                atoms.get_kinetic_energy()]) + "\n")
+            free = atoms.get_potential_energy(force_consistent=True)
+            r = atoms.calc.results
+            f.write(json.dumps([dyn.nsteps * timestep_fs, free, atoms.get_kinetic_energy(), r["extrapolated"],
+                                shortest_distance(atoms.positions, atoms.cell), bool(r["warnings"])]) + "\n")
             f.flush()
 
         dyn.attach(record)
@@ -126,13 +132,18 @@ def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "atoms": len(atoms)}
 
 
-def drift(log: str, n_atoms: int) -> tuple[float, float, np.ndarray]:
-    """Slope (meV/atom/ps) of a straight line through F + kinetic energy, its largest
-    excursion (meV/atom), and the (time, F, kinetic) rows."""
-    rows = np.array([json.loads(line) for line in open(log)])
+def drift(log: str | Path, n_atoms: int) -> dict:
+    """Slope (meV/atom/ps) of a straight line through F + kinetic energy and its largest
+    excursion (meV/atom): over the whole run and over the steps before the first
+    prediction warning (the model's trusted region)."""
+    rows = np.array([json.loads(line) for line in open(log)], dtype=float)
     total = (rows[:, 1] + rows[:, 2]) / n_atoms * 1e3
-    slope = np.polyfit(rows[:, 0] / 1e3, total, 1)[0]
-    return float(slope), float(np.ptp(total)), rows
+    warned = np.flatnonzero(rows[:, 5] > 0)
+    trusted = int(warned[0]) if len(warned) else len(rows)
+    out = {"rows": rows, "trusted_steps": trusted}
+    for name, part in (("all", slice(None)), ("trusted", slice(0, max(trusted, 2)))):
+        out[name] = (float(np.polyfit(rows[part, 0] / 1e3, total[part], 1)[0]), float(np.ptp(total[part])))
+    return out
 
 
 def plot(rows: np.ndarray, n_atoms: int, path: Path) -> None:
@@ -142,14 +153,19 @@ def plot(rows: np.ndarray, n_atoms: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t = rows[:, 0]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[2, 1])
     series = ((rows[:, 1], "free energy F"), (rows[:, 2], "kinetic"), (rows[:, 1] + rows[:, 2], "F + kinetic"))
     for values, label in series:
-        ax.plot(t, (values - values[0]) / n_atoms * 1e3, label=label)
-    ax.set_xlabel("time (fs)")
-    ax.set_ylabel("change per atom (meV)")
-    ax.set_title(f"NVE, {n_atoms}-atom Be cell, malaflow forces, Δt = {t[1] - t[0]:g} fs")
-    ax.legend()
+        top.plot(t, (values - values[0]) / n_atoms * 1e3, label=label)
+    top.set_ylabel("change per atom (meV)")
+    top.set_title(f"NVE, {n_atoms}-atom Be cell, malaflow forces, Δt = {t[1] - t[0]:g} fs")
+    top.legend()
+    bottom.plot(t, 100 * rows[:, 3], color="tab:red", label="grid points extrapolated (%)")
+    bottom.set_ylabel("extrapolated (%)", color="tab:red")
+    twin = bottom.twinx()
+    twin.plot(t, rows[:, 4], color="tab:gray", label="shortest distance")
+    twin.set_ylabel("shortest distance (Å)", color="tab:gray")
+    bottom.set_xlabel("time (fs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -171,15 +187,15 @@ def main() -> str:
             for snap, r in result.extra.items():
                 acc_rows.append([name, snap, f"{r['rmse']:.3f}", f"{100 * r['norm_error']:.0f} %",
                                  f"{r['dft_max']:.3f}", f"{r['ours_max']:.3f}", f"{r['net']:.1e}"])
-        log = str(Path(tmp) / "nve.jsonl")
-        run = measure("benchmarks.forces", "nve", smooth, NVE_STEPS, NVE_TIMESTEP_FS, log)
-        slope, spread, rows = drift(log, run.extra["atoms"])
-        plot(rows, run.extra["atoms"], PLOT)
+        run = measure("benchmarks.forces", "nve", smooth, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG))
+        d = drift(NVE_LOG, run.extra["atoms"])
+        plot(d["rows"], run.extra["atoms"], PLOT)
     return "\n\n".join([
         table(cost_rows, ["cell", "grid points", "energy alone", "energy + forces", "ratio"]),
         table(acc_rows, ["model", "held-out snapshot", "force RMSE (eV/Å)", "norm error", "max |F| DFT",
                          "max |F| ours", "net force (eV/Å)"]),
         f"NVE: {run.extra['atoms']} atoms, {NVE_STEPS} steps of {NVE_TIMESTEP_FS} fs in {run.seconds:.0f} s "
-        f"({run.peak_mb:.0f} MB): drift {slope:+.3f} meV/atom/ps, largest excursion of F + kinetic "
-        f"{spread:.3f} meV/atom; plot {PLOT.name}",
+        f"({run.peak_mb:.0f} MB): drift {d['all'][0]:+.3f} meV/atom/ps, largest excursion of F + kinetic "
+        f"{d['all'][1]:.3f} meV/atom; over the {d['trusted_steps']} steps before the first prediction warning: "
+        f"{d['trusted'][0]:+.3f} meV/atom/ps, {d['trusted'][1]:.3f} meV/atom; plot {PLOT.name}, log {NVE_LOG.name}",
     ])
