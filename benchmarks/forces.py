@@ -6,14 +6,18 @@ conservation.
   twojmax 10, 91 → 200 → 11), each in its own process (time, peak RSS).
 * **Accuracy**: forces of the same model (and of a smooth one) against pw.x's
   (``tprnfor``) on the snapshots it was not trained on, per snapshot: RMSE (eV/Å) and
-  the relative error of the force norms.
+  the relative error of the force norms. When ``generated/catalog.yaml`` holds the
+  8-atom Be cells of examples/generate-be8-train.yaml and the test cells of
+  examples/generate-be8.yaml (with pw.x's forces), models trained on those
+  (examples/train-be8-298K.yaml, and a smooth variant) are measured on the test cells too.
 * **Energy conservation**: velocity Verlet (NVE) of a 16-atom Be cell (snapshot 3 ×
   2×2×2) from 298 K velocities with a smooth model (sigmoid activation, twojmax 6 to
-  keep ≥ 200 steps within an hour here): F + kinetic energy per step, its drift (slope
-  of a straight-line fit) in meV/atom/ps, and a plot.
+  keep ≥ 200 steps within an hour here; the one of the generated cells when there is
+  one): F + kinetic energy per step, its drift (slope of a straight-line fit) in
+  meV/atom/ps, with the share of extrapolated grid points per step, and a plot.
 
-The models are trained here (not timed) on the demo data: snapshots 0, 1 train, 2
-validates.
+The demo models are trained here (not timed) on the demo data: snapshots 0, 1 train,
+2 validates.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ COST_CELL = [3, 3, 2]
 NVE_CELL = [2, 2, 2]
 NVE_STEPS = 200
 NVE_TIMESTEP_FS = 1.0
+GENERATED = ROOT / "generated" / "catalog.yaml"
 PLOT = Path(__file__).resolve().parent / "nve-be16.png"
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
 
@@ -84,22 +89,56 @@ def cost(model: str, reps: list[int], with_forces: bool) -> dict:
             "points": int(np.prod(atoms.calc.state.predicted.attrs["grid_shape"]))}
 
 
-def accuracy(model: str) -> dict:
-    """Forces of the held-out snapshots beside pw.x's: RMSE and norm errors."""
+def demo_snapshots() -> list[str]:
+    """The held-out MALA Be2 snapshots (validation and test of the demo split)."""
+    import malaflow as mf
+
+    return [str(Path(mf.__file__).parent / "demo_data" / "Be2" / f"Be_snapshot{i}.info.json") for i in (2, 3)]
+
+
+def accuracy(model: str, sources: list[str]) -> dict:
+    """Forces of held-out snapshots (info files or stores) beside pw.x's: RMSE and norm errors."""
     import malaflow as mf
 
     calc = mf.Calculator(model)
     out = {"seconds": 0.0}
-    for i in (2, 3):
-        snap, atoms = _snapshot_atoms(i)
+    for source in sources:
+        snap = mf.read_snapshot(source) if source.endswith(".json") \
+            else mf.Snapshot.from_dataset(mf.open_snapshot(source))
+        atoms = snap.atoms
         atoms.calc = calc
         ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
         norm_ours, norm_dft = np.linalg.norm(ours, axis=1), np.linalg.norm(dft, axis=1)
-        out[f"snapshot {i}"] = {"rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
-                                "norm_error": float(np.mean(abs(norm_ours - norm_dft) / norm_dft)),
-                                "dft_max": float(abs(dft).max()), "ours_max": float(abs(ours).max()),
-                                "net": float(np.linalg.norm(calc.results["net_force"]))}
+        out[Path(source).name.split(".")[0]] = {
+            "rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
+            "norm_error": float(np.mean(abs(norm_ours - norm_dft) / norm_dft)),
+            "dft_max": float(abs(dft).max()), "ours_max": float(abs(ours).max()),
+            "net": float(np.linalg.norm(calc.results["net_force"])), "atoms": len(atoms)}
     return out
+
+
+def generated_models(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Models on the generated 8-atom Be cells (examples/generate-be8-train.yaml) and the
+    held-out generated cells with pw.x forces — if the catalog holds them, else nothing."""
+    import malaflow as mf
+    from malaflow.catalog import Catalog
+    from malaflow.config import read_yaml
+
+    if not GENERATED.is_file():
+        return {}, []
+    cat = Catalog(GENERATED)
+    records = [r for r in cat.records if r.dataset == "be8-298K"]
+    train = [r for r in records if r.split == "train"]
+    test = [str(cat.store_path(r.id)) for r in records if r.split == "test"]
+    if len(train) < 2 or not test or "dft_forces" not in mf.open_snapshot(test[0]).attrs:
+        return {}, []
+    config = read_yaml(ROOT / "examples" / "train-be8-298K.yaml", "training config")
+    relu = {**config, "output": str(folder / "be8-relu"), "catalog": str(GENERATED)}
+    smooth = {**relu, "output": str(folder / "be8-smooth"),
+              "descriptor": {"plugin": "bispectrum", "params": {"twojmax": 6}},
+              "model": {"plugin": "feedforward", "params": {"layers": [200], "activation": "sigmoid"}}}
+    return {"be8 (relu, twojmax 10)": mf.train(relu, progress=False),
+            "be8 smooth (sigmoid, twojmax 6)": mf.train(smooth, progress=False)}, test
 
 
 def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
@@ -170,32 +209,43 @@ def plot(rows: np.ndarray, n_atoms: int, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def cost_table(model: str) -> str:
+    energy = measure("benchmarks.forces", "cost", model, COST_CELL, False)
+    both = measure("benchmarks.forces", "cost", model, COST_CELL, True)
+    row = [f"Be2 × {'×'.join(map(str, COST_CELL))} ({2 * int(np.prod(COST_CELL))} atoms)",
+           f"{energy.extra.get('points', 0):,}", f"{energy.seconds:.0f} s, {energy.peak_mb:.0f} MB",
+           f"{both.seconds:.0f} s, {both.peak_mb:.0f} MB", f"{both.seconds / energy.seconds:.2f}"]
+    return table([row], ["cell", "grid points", "energy alone", "energy + forces", "ratio"])
+
+
+def accuracy_table(models: dict[str, tuple[Path, list[str]]]) -> str:
+    rows = []
+    for name, (path, sources) in models.items():
+        for snap, r in measure("benchmarks.forces", "accuracy", str(path), sources).extra.items():
+            rows.append([name, f"{snap} ({r['atoms']} atoms)", f"{r['rmse']:.3f}", f"{100 * r['norm_error']:.0f} %",
+                         f"{r['dft_max']:.3f}", f"{r['ours_max']:.3f}", f"{r['net']:.1e}"])
+    return table(rows, ["model", "held-out snapshot", "force RMSE (eV/Å)", "norm error", "max |F| DFT",
+                        "max |F| ours", "net force (eV/Å)"])
+
+
+def nve_line(name: str, model: str) -> str:
+    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG))
+    d = drift(NVE_LOG, run.extra["atoms"])
+    plot(d["rows"], run.extra["atoms"], PLOT)
+    return (f"NVE with {name}: {run.extra['atoms']} atoms, {NVE_STEPS} steps of {NVE_TIMESTEP_FS} fs in "
+            f"{run.seconds:.0f} s ({run.peak_mb:.0f} MB): drift {d['all'][0]:+.3f} meV/atom/ps, largest excursion "
+            f"of F + kinetic {d['all'][1]:.3f} meV/atom; over the {d['trusted_steps']} steps before the first "
+            f"prediction warning: {d['trusted'][0]:+.3f} meV/atom/ps, {d['trusted'][1]:.3f} meV/atom; "
+            f"plot {PLOT.name}, log {NVE_LOG.name}")
+
+
 def main() -> str:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        trained = models(Path(tmp))
-        relu, smooth = (str(p) for p in trained.values())
-        energy = measure("benchmarks.forces", "cost", relu, COST_CELL, False)
-        both = measure("benchmarks.forces", "cost", relu, COST_CELL, True)
-        cost_rows = [[f"Be2 × {'×'.join(map(str, COST_CELL))} ({2 * int(np.prod(COST_CELL))} atoms)",
-                      f"{energy.extra.get('points', 0):,}", f"{energy.seconds:.0f} s, {energy.peak_mb:.0f} MB",
-                      f"{both.seconds:.0f} s, {both.peak_mb:.0f} MB", f"{both.seconds / energy.seconds:.2f}"]]
-        acc_rows = []
-        for name, path in trained.items():
-            result = measure("benchmarks.forces", "accuracy", str(path))
-            for snap, r in result.extra.items():
-                acc_rows.append([name, snap, f"{r['rmse']:.3f}", f"{100 * r['norm_error']:.0f} %",
-                                 f"{r['dft_max']:.3f}", f"{r['ours_max']:.3f}", f"{r['net']:.1e}"])
-        run = measure("benchmarks.forces", "nve", smooth, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG))
-        d = drift(NVE_LOG, run.extra["atoms"])
-        plot(d["rows"], run.extra["atoms"], PLOT)
-    return "\n\n".join([
-        table(cost_rows, ["cell", "grid points", "energy alone", "energy + forces", "ratio"]),
-        table(acc_rows, ["model", "held-out snapshot", "force RMSE (eV/Å)", "norm error", "max |F| DFT",
-                         "max |F| ours", "net force (eV/Å)"]),
-        f"NVE: {run.extra['atoms']} atoms, {NVE_STEPS} steps of {NVE_TIMESTEP_FS} fs in {run.seconds:.0f} s "
-        f"({run.peak_mb:.0f} MB): drift {d['all'][0]:+.3f} meV/atom/ps, largest excursion of F + kinetic "
-        f"{d['all'][1]:.3f} meV/atom; over the {d['trusted_steps']} steps before the first prediction warning: "
-        f"{d['trusted'][0]:+.3f} meV/atom/ps, {d['trusted'][1]:.3f} meV/atom; plot {PLOT.name}, log {NVE_LOG.name}",
-    ])
+        demo = models(Path(tmp))
+        generated, test = generated_models(Path(tmp))
+        held_out = {n: (p, demo_snapshots()) for n, p in demo.items()} | {n: (p, test) for n, p in generated.items()}
+        smooth = "be8 smooth (sigmoid, twojmax 6)" if generated else "smooth (sigmoid, twojmax 6)"
+        return "\n\n".join([cost_table(str(demo["train-be2 (relu, twojmax 10)"])), accuracy_table(held_out),
+                             nve_line(smooth, str({**demo, **generated}[smooth]))])
