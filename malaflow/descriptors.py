@@ -232,12 +232,15 @@ class Descriptor(Configurable):
         raise NotImplementedError
 
     def compute_with_pullback(
-        self, points: np.ndarray, positions: np.ndarray, numbers: np.ndarray, structure: Structure
+        self, points: np.ndarray, positions: np.ndarray, numbers: np.ndarray, structure: Structure,
+        features: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
         """Features at ``points`` (as :meth:`compute`) and their pullback: a function
         mapping ∂E/∂features (n_points, n_features) of any scalar E to ∂E/∂positions
-        (n_positions, 3). Plugins whose features are differentiable in the atomic
-        positions implement it; forces need one implementation of the feature set that does."""
+        (n_positions, 3). ``features``, when given, are this feature set's values at
+        ``points`` (computed earlier): a plugin may use them instead of computing again.
+        Plugins whose features are differentiable in the atomic positions implement it;
+        forces need one implementation of the feature set that does."""
         raise NotImplementedError
 
     def compute_grid(self, structure: Structure, grid_shape: tuple[int, int, int]) -> np.ndarray:

@@ -50,9 +50,9 @@ from .runtime import run_tasks, session_client, task_resources
 from .trust import observables_with_trust
 from .units import HARTREE_EV, KB_EV
 
-#: a predicted LDOS up to this size stays in memory between the first two passes (the
-#: descriptors are then computed once for the energy); larger ones are recomputed
-KEEP_LDOS_BYTES = 256 * 2**20
+#: a prediction whose LDOS and descriptors fit in this many bytes stays in memory: the
+#: descriptors are then computed once for energy and forces; larger ones are recomputed
+KEEP_BYTES = 256 * 2**20
 
 #: grid points per backward pass of the descriptors: bounds the autograd graph
 #: (≈ 0.5 GB for 256 points at twojmax 10 in a dense metal)
@@ -92,12 +92,15 @@ def energy_state(model: Any, structure: Any, grid_shape: Any = None, chunks: Chu
                  precision: str = "float64") -> EnergyState:
     """Predict, then the observables and energy terms: the DOS in one pass over the
     descriptor chunks, the density and ∂n/∂μ together in a second (from the LDOS kept
-    in memory if it is small, see :data:`KEEP_LDOS_BYTES`)."""
+    in memory if it is small, see :data:`KEEP_BYTES`)."""
     if model.variable != "ldos":
         raise MalaflowError(f"forces need a model of the LDOS; this one predicts {model.variable!r}")
-    predicted = model.predict(structure, grid_shape=grid_shape, chunks=chunks, device=device, precision=precision)
-    if predicted[model.variable].nbytes <= KEEP_LDOS_BYTES:
+    predicted = model.predict(structure, grid_shape=grid_shape, chunks=chunks, device=device, precision=precision,
+                              with_descriptors=True)
+    if predicted[model.variable].nbytes + predicted["descriptors"].nbytes <= KEEP_BYTES:
         predicted = predicted.persist()
+    else:
+        predicted = predicted.drop_vars("descriptors")
     obs, share = observables_with_trust(predicted, scheme)
     e = predicted["energy"].values
     w = np.stack([energy_weights(e, obs.fermi_energy, obs.temperature, "fermi", 0, scheme),
@@ -140,7 +143,9 @@ def forces(model: Any, state: EnergyState, chunks: Chunks = None, device: str = 
     descriptor = differentiable(model.descriptor_plugin(), device)
     blocks = grid_blocks(grid, tuple(spatial_chunks(dict(zip(SPATIAL_DIMS, grid)), chunks).values()))
     seed = LdosSeed(voxel * grand, voxel * w0, shift)
-    tasks = [(block_gradient, (model, descriptor, structure, grid, b, seed, g[b], device, precision)) for b in blocks]
+    kept = ds["descriptors"] if "descriptors" in ds else None
+    tasks = [(block_gradient, (model, descriptor, structure, grid, b, seed, g[b], device, precision,
+                               None if kept is None else kept[b].values)) for b in blocks]
     client = session_client()
     resources = task_resources(client, {"GPU": 1}) if client is not None and device != "cpu" else None
     parts = run_tasks(tasks, client=client, desc="forces", unit="chunk", progress=progress, resources=resources)
@@ -163,9 +168,10 @@ class LdosSeed:
 
 def block_gradient(model: Any, descriptor: Descriptor, structure: Structure, grid: tuple[int, int, int],
                    block: tuple[slice, slice, slice], seed: LdosSeed, g: np.ndarray, device: str,
-                   precision: str) -> np.ndarray:
+                   precision: str, features: np.ndarray | None = None) -> np.ndarray:
     """Σ over a block's points of ∂F/∂L · ∂L/∂R (eV/Å, (atoms, 3)): descriptors with their
-    pullback, the network forward and backward, the pullback to the atoms' images."""
+    pullback (given the block's ``features`` if the energy pass kept them), the network
+    forward and backward, the pullback to the atoms' images."""
     dev, dtype = torch_device(device, "forces"), torch_dtype(precision, "forces")
     network = model.network_on(dev, dtype)
     x_shift, x_scale, y_shift, y_scale = (torch.as_tensor(v, dtype=dtype, device=dev) for v in (
@@ -173,9 +179,11 @@ def block_gradient(model: Any, descriptor: Descriptor, structure: Structure, gri
     n_features = descriptor.n_features(structure)
     grad = np.zeros((len(structure.numbers), 3))
     seeds = seed.at(g)
+    known = None if features is None else features.reshape(-1, features.shape[-1])
     for where, points, positions, numbers, atoms in point_batches(descriptor, structure, grid, block,
                                                                   BACKWARD_BATCH_POINTS):
-        values, pullback = descriptor.compute_with_pullback(points, positions, numbers, structure)
+        values, pullback = descriptor.compute_with_pullback(points, positions, numbers, structure,
+                                                            None if known is None else known[where])
         x = torch.as_tensor(check_features(descriptor, values, len(points), n_features), dtype=dtype, device=dev)
         x.requires_grad_(True)
         with torch.enable_grad():

@@ -110,7 +110,7 @@ class Predicts:
     def predict(
         self, structure: Any, grid_shape: Sequence[int] | None = None, chunks: Chunks = None,
         descriptors: xr.DataArray | None = None, device: str = "auto", implementation: str | None = None,
-        precision: str = "float32",
+        precision: str = "float32", with_descriptors: bool = False,
     ) -> xr.Dataset:
         """The predicted LDOS of a structure (ase.Atoms, Snapshot, snapshot dataset) as a
         lazy snapshot dataset: ``malaflow.observables`` works on it, ``write_snapshot``
@@ -121,7 +121,9 @@ class Predicts:
         descriptors by the fastest implementation of the model's features there (the
         torch plugin on a GPU, the compiled kernel on a CPU) unless ``implementation``
         names one. On a cluster offering the ``GPU`` resource the tasks ask for it.
-        ``precision``: the network's arithmetic (float32, or float64 as forces use)."""
+        ``precision``: the network's arithmetic (float32, or float64 as forces use).
+        ``with_descriptors``: the descriptors become a variable of the dataset too (the
+        same chunks the LDOS is computed from; persisting the dataset keeps both)."""
         check_device_name(device, "prediction")
         torch_dtype(precision, "prediction")
         s = Structure.from_any(structure)
@@ -136,10 +138,10 @@ class Predicts:
                 descriptor = fastest(self.descriptor_plugin(), device) if implementation is None \
                     else self.descriptor_plugin(implementation)
                 descriptors = descriptor_grid(s, descriptor, grid_shape=grid, chunks=chunks)
-            return self._dataset(s, grid, descriptors, device, precision)
+            return self._dataset(s, grid, descriptors, device, precision, with_descriptors)
 
     def _dataset(self, s: Structure, grid: tuple[int, int, int], descriptors: xr.DataArray, device: str,
-                 precision: str) -> xr.Dataset:
+                 precision: str, with_descriptors: bool) -> xr.Dataset:
         """The prediction dataset: LDOS (and the extrapolated points) over descriptor chunks."""
         x = descriptors.data
         if not isinstance(x, da.Array):
@@ -161,6 +163,8 @@ class Predicts:
             attrs={**self.dft, "target": self.target, "warnings": warnings},
         )
         ds = snapshot.to_dataset().rename_vars({"ldos": self.variable})
+        if with_descriptors:
+            ds["descriptors"] = ((*SPATIAL_DIMS, "feature"), x)
         if self.input_range is not None:  # from the same descriptor chunks as the LDOS
             ds["extrapolated"] = (SPATIAL_DIMS, x.map_blocks(self._outside_block, drop_axis=3, dtype=bool),
                                   {"description": "descriptors outside the training range"})

@@ -227,7 +227,7 @@ def energy_of_positions(model, atoms, chunks: int):
         model, Atoms(atoms.numbers, p, cell=atoms.cell, pbc=True), chunks=chunks).free_energy
 
 
-def test_forces_are_minus_the_gradient_of_the_free_energy_be2(smooth_model):
+def test_forces_are_minus_the_gradient_of_the_free_energy_be2(smooth_model, monkeypatch):
     model = malaflow.load_model(smooth_model)
     atoms = bulk("Be", "hcp", a=2.26, c=3.57)
     atoms.rattle(0.05, seed=3)
@@ -240,6 +240,12 @@ def test_forces_are_minus_the_gradient_of_the_free_energy_be2(smooth_model):
         for k in range(3):
             fd = -central(energy, atoms.positions, (i, k), 5e-4)
             assert forces[i, k] == pytest.approx(fd, abs=3e-4)  # achieved 2.4e-5 eV/Å (FD error ∝ h²)
+    # the features kept from the energy pass (small grids) or computed again: the same forces
+    assert "descriptors" in atoms.calc.state.predicted
+    monkeypatch.setattr(malaflow.forces, "KEEP_BYTES", 0)
+    again = malaflow.Calculator(model, chunks=9)
+    np.testing.assert_allclose(again.get_forces(atoms), forces, rtol=1e-12, atol=1e-12)
+    assert "descriptors" not in again.state.predicted
 
 
 def test_forces_of_an_8_atom_cell_and_the_net_force(smooth_model, capsys):

@@ -13,7 +13,9 @@ from malaflow import hookimpl
 from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
 
-from .snap import BispectrumParams, SnapBispectrum, finish_features, finish_features_adjoint
+from .snap import (
+    BispectrumParams, SnapBispectrum, bispectrum_indices, finish_features, finish_features_adjoint, n_bispectrum,
+)
 from .snap_kernel import bispectrum_block
 from .snap_pullback import pullback_block
 
@@ -53,10 +55,16 @@ class BispectrumDescriptor(SnapBispectrum):
     def compute(self, points, positions, numbers, structure: Structure):
         return finish_features(self._raw(points, positions, numbers, structure), self.params)
 
-    def compute_with_pullback(self, points, positions, numbers, structure: Structure):
-        """Features and their pullback by the compiled adjoint kernel (:mod:`.snap_pullback`)."""
+    def compute_with_pullback(self, points, positions, numbers, structure: Structure, features=None):
+        """Features and their pullback by the compiled adjoint kernel (:mod:`.snap_pullback`);
+        with ``features`` given, the raw components are read off them, not recomputed."""
         p = self.params
-        raw = self._raw(points, positions, numbers, structure)
+        if features is None:
+            raw = self._raw(points, positions, numbers, structure)
+        else:
+            raw = np.array(features[:, : n_bispectrum(p.twojmax)], dtype=float)
+            if p.bzeroflag:
+                raw += np.array([j + 1.0 for _, _, j in bispectrum_indices(p.twojmax)])
         cut, weight = self._atoms(numbers, structure)
 
         def pullback(grad_features: np.ndarray) -> np.ndarray:

@@ -371,8 +371,9 @@ class BispectrumTorchDescriptor(SnapBispectrum):
             features = bispectrum_features(*self._tensors(points, positions, numbers, structure), self.params)
         return features.cpu().numpy().astype(float)
 
-    def compute_with_pullback(self, points, positions, numbers, structure: Structure):
-        """Features and their vector–Jacobian product: reverse-mode autograd through the
+    def compute_with_pullback(self, points, positions, numbers, structure: Structure, features=None):
+        """Features and their vector–Jacobian product (``features`` given are not used:
+        autograd needs its own forward pass): reverse-mode autograd through the
         neighbours' Wigner matrices and LAMMPS's options, the contraction's adjoint
         written out (:func:`contract_adjoint`) — autograd through the contraction would
         keep GBs of intermediate products for a few hundred points."""
