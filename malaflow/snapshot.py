@@ -196,7 +196,8 @@ class Snapshot:
         lines.append("arrays: " + (", ".join(present) or "none"))
         if self.reference:
             lines.append(
-                "reference: " + ", ".join(f"{k} {v:.6g} eV" for k, v in sorted(self.reference.items()))
+                "reference: " + ", ".join(f"{k} {v:.6g}{'' if k.startswith('n_electrons') else ' eV'}"
+                                          for k, v in sorted(self.reference.items()))
             )
         return "\n".join(lines)
 

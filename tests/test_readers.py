@@ -13,6 +13,8 @@ import malaflow
 from malaflow.errors import InputFileError
 from malaflow.units import KB_EV, RYDBERG_EV
 
+from conftest import DEMO_DATA
+
 
 @pytest.fixture(scope="module")
 def be_info(mala_data):
@@ -374,3 +376,16 @@ def test_mala_descriptor_parameters_named_in_the_info_json(be2_copy):
     (be2_copy / "Be_snapshot0.info.json").write_text(json.dumps({**info, "descriptor_parameters": "mala"}))
     with pytest.raises(InputFileError, match=r"Be_snapshot0\.info\.json: descriptor_parameters must be a mapping"):
         malaflow.read_snapshot(be2_copy / "Be_snapshot0.out.npy")
+
+
+def test_qe_metadata_mala_records_too(mala_data):
+    """ibrav and the electron count the eigenvalue occupations hold (MALA's
+    additional-calculation-data fields): the qe reader's beside MALA's info.json of the
+    same pw.x run (computed by MALA from the same eigenvalues)."""
+    ours = malaflow.read_snapshot(mala_data / "Be2" / "Be_snapshot0.out")
+    mala = malaflow.read_snapshot(DEMO_DATA / "Be_snapshot0.info.json")
+    assert ours.attrs["ibrav"] == mala.attrs["ibrav"] == 0
+    # achieved 4e-11 electrons; 3.99997, not 4: the printed eigenvalues and the smearing
+    assert ours.reference["n_electrons_from_eigenvalues"] == pytest.approx(
+        mala.reference["n_electrons_from_eigenvalues"], abs=1e-9)
+    assert abs(ours.reference["n_electrons_from_eigenvalues"] - 4.0) < 1e-4

@@ -238,6 +238,7 @@ class MalaReader(Reader):
                 "hartree_contribution": "hartree_contribution",
                 "xc_contribution": "xc_contribution",
                 "ewald_contribution": "ewald_contribution",
+                "number_of_electrons_from_eigenvals": "n_electrons_from_eigenvalues",
             }
             return Snapshot(
                 positions=atoms["positions"],
@@ -251,8 +252,8 @@ class MalaReader(Reader):
                 reference={v: float(info[k]) for k, v in ref_keys.items() if k in info},
                 code="mala",
                 attrs={
-                    **{k: info[k] for k in ("ecutwfc", "ecutrho", "degauss", "pseudopotentials", "descriptor_parameters")
-                       if k in info},
+                    **{k: info[k] for k in ("ecutwfc", "ecutrho", "degauss", "pseudopotentials", "descriptor_parameters",
+                                            "ibrav") if k in info},
                     # eV/Å per atom, as the qe reader keeps pw.x's
                     **({"dft_forces": np.asarray(info["atomic_forces_dft"], dtype=float).reshape(-1, 3).tolist()}
                        if "atomic_forces_dft" in info else {}),

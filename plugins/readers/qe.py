@@ -82,6 +82,7 @@ def parse_pw_output(path: str | Path) -> dict[str, Any]:
         hit = out.find(pattern, what, required=required, last=last)
         return None if hit is None else out.floats(hit[0], hit[1].group(1), 1)[0]
 
+    res["ibrav"] = int(scalar(r"bravais-lattice index\s+=\s+(-?\d+)", "bravais-lattice index"))
     res["n_electrons"] = scalar(rf"number of electrons\s+=\s+({FLOAT})", "number of electrons")
     res["n_bands"] = int(scalar(r"number of Kohn-Sham states=\s+(\d+)", "number of Kohn-Sham states"))
     res["ecutwfc_ry"] = scalar(rf"kinetic-energy cutoff\s+=\s+({FLOAT})", "kinetic-energy cutoff")
@@ -167,11 +168,12 @@ def _eigenvalues(out: TextFile, n_k: int, n_bands: int) -> np.ndarray:
 
 
 def band_energy_from_eigenvalues(
-    eigenvalues: np.ndarray, k_weights: np.ndarray, fermi_energy: float, temperature: float
+    eigenvalues: np.ndarray, k_weights: np.ndarray, fermi_energy: float, temperature: float, power: int = 1
 ) -> float:
-    """E_band = Σ_k w_k Σ_n f(ε_nk) ε_nk in eV (QE's weights sum to 2 with spin)."""
+    """E_band = Σ_k w_k Σ_n f(ε_nk) ε_nk in eV (QE's weights sum to 2 with spin);
+    ``power=0``: the electron count Σ_k w_k Σ_n f(ε_nk) the occupations hold."""
     occ = fermi_dirac(eigenvalues, fermi_energy, KB_EV * temperature)
-    return float(np.sum(k_weights[:, None] * occ * eigenvalues))
+    return float(np.sum(k_weights[:, None] * occ * eigenvalues**power))
 
 
 # --------------------------------------------------------------------------- cubes
@@ -342,6 +344,10 @@ class QEReader(Reader):
             reference["band_energy"] = band_energy_from_eigenvalues(
                 pw["eigenvalues"], pw["k_weights"], pw["fermi_energy"], temperature
             )
+            # MALA's number_of_electrons_from_eigenvals: what the printed eigenvalues hold
+            reference["n_electrons_from_eigenvalues"] = band_energy_from_eigenvalues(
+                pw["eigenvalues"], pw["k_weights"], pw["fermi_energy"], temperature, power=0
+            )
         grid_shape = tuple(pw["fft_grid"])
         snap_kwargs: dict[str, Any] = {}
         attrs: dict[str, Any] = {
@@ -349,6 +355,7 @@ class QEReader(Reader):
             "smearing": pw["smearing"], "degauss_ry": pw["degauss_ry"],
             "n_bands": pw["n_bands"], "n_kpoints": len(pw["k_weights"]),
             "ecutrho": pw["ecutrho_ry"],  # Ry, the key the total energy reads (as in MALA's info files)
+            "ibrav": pw["ibrav"],
         }
         if pw["forces"] is not None:
             attrs["dft_forces"] = pw["forces"].tolist()  # eV/Å, per atom (pw.x's, net force removed)
