@@ -126,7 +126,7 @@ def generated_models(folder: Path) -> tuple[dict[str, Path], list[str]]:
 
     if not GENERATED.is_file():
         return {}, []
-    cat = Catalog(GENERATED)
+    cat = Catalog.load(GENERATED)
     records = [r for r in cat.records if r.dataset == "be8-298K"]
     train = [r for r in records if r.split == "train"]
     test = [str(cat.store_path(r.id)) for r in records if r.split == "test"]
