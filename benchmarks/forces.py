@@ -230,6 +230,8 @@ def accuracy_table(models: dict[str, tuple[Path, list[str]]]) -> str:
 
 def nve_line(name: str, model: str) -> str:
     run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG))
+    if run.seconds is None:
+        return f"NVE with {name}: failed ({run.note})"
     d = drift(NVE_LOG, run.extra["atoms"])
     plot(d["rows"], run.extra["atoms"], PLOT)
     return (f"NVE with {name}: {run.extra['atoms']} atoms, {NVE_STEPS} steps of {NVE_TIMESTEP_FS} fs in "
