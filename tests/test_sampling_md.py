@@ -30,8 +30,7 @@ class Harmonic(Calculator):
 
 
 def test_metropolis_samples_the_canonical_distribution(tmp_path):
-    atoms = Atoms("Be2", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[6, 6, 6], pbc=True)
-    atoms.calc = Harmonic(atoms.positions, k=5.0)
+    atoms = harmonic_pair()
     t = 600.0
     run = malaflow.metropolis(atoms, t, 40000, step=0.05, seed=1, trajectory=tmp_path / "mc.traj",
                               write_every=1000, progress=False)
@@ -42,17 +41,14 @@ def test_metropolis_samples_the_canonical_distribution(tmp_path):
 
     frames = read(tmp_path / "mc.traj", index=":")
     assert len(frames) == 40 and frames[-1].get_potential_energy() == pytest.approx(run.energies[-1])
-    again = atoms.copy()
-    again.positions[:] = [[0, 0, 0], [1.5, 0, 0]]
-    again.calc = Harmonic(again.positions, k=5.0)
-    assert np.array_equal(malaflow.metropolis(again, t, 200, step=0.05, seed=1, progress=False).energies,
-                          malaflow.metropolis(_fresh(), t, 200, step=0.05, seed=1,
-                                              progress=False).energies)
+    assert np.array_equal(malaflow.metropolis(harmonic_pair(), t, 200, step=0.05, seed=1, progress=False).energies,
+                          malaflow.metropolis(harmonic_pair(), t, 200, step=0.05, seed=1, progress=False).energies)
     with pytest.raises(ParameterError, match="temperature > 0"):
         malaflow.metropolis(atoms, -1.0, 10)
 
 
-def _fresh() -> Atoms:
+def harmonic_pair() -> Atoms:
+    """Two atoms tied to their starting places by springs."""
     atoms = Atoms("Be2", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[6, 6, 6], pbc=True)
     atoms.calc = Harmonic(atoms.positions, k=5.0)
     return atoms

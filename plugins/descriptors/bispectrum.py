@@ -14,7 +14,7 @@ from malaflow.descriptors import Descriptor, Structure, param
 from malaflow.errors import ParameterError
 
 from .snap import (
-    BispectrumParams, SnapBispectrum, bispectrum_indices, finish_features, finish_features_adjoint, n_bispectrum,
+    BispectrumParams, SnapBispectrum, bzero, finish_features, finish_features_adjoint, n_bispectrum,
 )
 from .snap_kernel import bispectrum_block
 from .snap_pullback import pullback_block
@@ -64,7 +64,7 @@ class BispectrumDescriptor(SnapBispectrum):
         else:
             raw = np.array(features[:, : n_bispectrum(p.twojmax)], dtype=float)
             if p.bzeroflag:
-                raw += np.array([j + 1.0 for _, _, j in bispectrum_indices(p.twojmax)])
+                raw += bzero(p.twojmax)
         cut, weight = self._atoms(numbers, structure)
 
         def pullback(grad_features: np.ndarray) -> np.ndarray:

@@ -121,6 +121,11 @@ class SnapBispectrum(Descriptor):
         return 2.0 * self.params.rcutfac * max(radii)
 
 
+def bzero(twojmax: int) -> np.ndarray:
+    """B(j1, j2, j) of an isolated point (U^tot = δ): j + 1, 2j values; bzeroflag subtracts it."""
+    return np.array([j + 1.0 for _, _, j in bispectrum_indices(twojmax)])
+
+
 def finish_features(b: Any, params: BispectrumParams) -> Any:
     """LAMMPS's options on the raw components B (points × features, a numpy array or a
     torch tensor): bzeroflag subtracts an isolated point's B(j1, j2, j) = j + 1 (2j
@@ -130,7 +135,7 @@ def finish_features(b: Any, params: BispectrumParams) -> Any:
         import torch
     same = np.asarray if numpy else (lambda x: torch.as_tensor(x, dtype=b.dtype, device=b.device))  # noqa: E731
     if params.bzeroflag:
-        b = b - same([j + 1.0 for _, _, j in bispectrum_indices(params.twojmax)])
+        b = b - same(bzero(params.twojmax))
     if params.quadraticflag:
         iu, ju = np.triu_indices(b.shape[1])
         products = b[:, iu] * b[:, ju] * same(np.where(iu == ju, 0.5, 1.0))
@@ -145,7 +150,7 @@ def finish_features_adjoint(b: np.ndarray, grad: np.ndarray, params: BispectrumP
     raw = np.array(grad[:, :n], dtype=float)
     if params.quadraticflag:
         if params.bzeroflag:
-            b = b - np.array([j + 1.0 for _, _, j in bispectrum_indices(params.twojmax)])
+            b = b - bzero(params.twojmax)
         iu, ju = np.triu_indices(n)
         seed = grad[:, n:] * np.where(iu == ju, 0.5, 1.0)
         np.add.at(raw.T, iu, (seed * b[:, ju]).T)
