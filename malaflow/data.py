@@ -144,6 +144,12 @@ class BatchLoader:
 
     Epoch ``e`` draws its block order and permutations from ``seed`` and ``e`` alone, so
     a run resumed at epoch e sees exactly the batches an uninterrupted run would.
+
+    Data-parallel training: replica ``rank`` of ``replicas`` reads only the blocks it
+    owns (a disjoint shard) and yields, of every global batch, the points that come
+    from them. The permutations depend on the block sizes only, never on the data or on
+    ``replicas``, so the global batches — and with a loss scaled by the global batch
+    size, the gradients summed over replicas — are those of a single process.
     """
 
     def __init__(
@@ -156,66 +162,105 @@ class BatchLoader:
         buffer_points: int = 200_000,
         cache_mb: float = 1024.0,
         seed: int = 0,
+        rank: int = 0,
+        replicas: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ParameterError(f"batch_size must be ≥ 1, got {batch_size}")
+        if not 0 <= rank < replicas:
+            raise ParameterError(f"replica {rank} of {replicas} does not exist")
         self.pairs = list(pairs)
         self.x_scaler, self.y_scaler = x_scaler, y_scaler
         self.batch_size, self.shuffle = int(batch_size), shuffle
         self.buffer_points, self.seed = int(buffer_points), int(seed)
-        n_in, n_out = self.pairs[0].inputs.shape[3], self.pairs[0].outputs.shape[3]
-        self.n_points = sum(p.n_points for p in self.pairs)
-        size_mb = self.n_points * (n_in + n_out) * 4 / 2**20
-        self.cached = size_mb <= cache_mb
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self.rank, self.replicas = rank, replicas
+        self.blocks = [(p, b) for p in self.pairs for b in p.blocks]
+        self.sizes = np.array([int(np.prod([s.stop - s.start for s in b])) for _, b in self.blocks])
+        self.widths = (self.pairs[0].inputs.shape[3], self.pairs[0].outputs.shape[3])
+        self.n_points = int(self.sizes.sum())
+        size_mb = self.n_points * sum(self.widths) * 4 / 2**20
+        self.cached = size_mb / replicas <= cache_mb
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         log.info("%d points (%.0f MB scaled): %s", self.n_points, size_mb, "cached in memory" if self.cached else "streamed")
 
     def _scaled(self, pair: SnapshotPair, block) -> tuple[np.ndarray, np.ndarray]:
         x, y = pair.read(block)
         return (self.x_scaler.transform(x).astype(np.float32), self.y_scaler.transform(y).astype(np.float32))
 
-    def _all(self) -> tuple[np.ndarray, np.ndarray]:
+    def _cached(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This replica's blocks (block j belongs to replica j mod replicas), and for every
+        point of the data set its row among them (−1: another replica's)."""
         if self._cache is None:
-            parts = [self._scaled(p, b) for p in self.pairs for b in p.blocks]
-            self._cache = (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
+            own = np.arange(len(self.blocks)) % self.replicas == self.rank
+            parts = [self._scaled(*block) for block, mine in zip(self.blocks, own) if mine]
+            self._cache = (*self._stack([x for x, _ in parts], [y for _, y in parts]),
+                           _rows(np.repeat(own, self.sizes)))
         return self._cache
+
+    def _stack(self, xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks joined into rows; none (a replica may own none of a fill) give 0 rows."""
+        if not xs:
+            return tuple(np.zeros((0, w), np.float32) for w in self.widths)
+        return np.concatenate(xs), np.concatenate(ys)
 
     def __len__(self) -> int:
         """Batches per epoch (the last may be smaller)."""
         return -(-self.n_points // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        if self.cached:
-            x, y = self._all()
-            order = rng.permutation(len(x)) if self.shuffle else np.arange(len(x))
-            for start in range(0, len(x), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                yield x[idx], y[idx]
-            return
-        yield from self._stream(rng)
+        """The batches of an epoch (this replica's part of each)."""
+        for x, y, _ in self.shard_epoch(epoch):
+            yield x, y
 
-    def _stream(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        blocks = [(p, b) for p in self.pairs for b in p.blocks]
-        order = rng.permutation(len(blocks)) if self.shuffle else np.arange(len(blocks))
+    def shard_epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """This replica's part of each batch of an epoch, with the global batch's size."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if not self.cached:
+            yield from self._stream(rng)
+            return
+        x, y, rows = self._cached()
+        order = rng.permutation(self.n_points) if self.shuffle else np.arange(self.n_points)
+        for start in range(0, self.n_points, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            mine = rows[batch]
+            mine = mine[mine >= 0]
+            yield x[mine], y[mine], len(batch)
+
+    def _stream(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Blocks in a random order fill a shuffle buffer; when it holds ``buffer_points``
+        it is permuted and cut into batches, a partial batch waiting for the next fill. The
+        k-th block of the epoch belongs to replica k mod replicas, so every fill is shared."""
+        order = rng.permutation(len(self.blocks)) if self.shuffle else np.arange(len(self.blocks))
         held_x: list[np.ndarray] = []
         held_y: list[np.ndarray] = []
+        held_own: list[np.ndarray] = []  # per held point: is it this replica's?
         held = 0
         for k, i in enumerate(order):
-            x, y = self._scaled(*blocks[i])
-            held_x.append(x)
-            held_y.append(y)
-            held += len(x)
-            if held < self.buffer_points and k < len(order) - 1:
-                continue
-            bx, by = np.concatenate(held_x), np.concatenate(held_y)
-            if self.shuffle:
-                perm = rng.permutation(len(bx))
-                bx, by = bx[perm], by[perm]
+            mine = k % self.replicas == self.rank
+            if mine:
+                x, y = self._scaled(*self.blocks[i])
+                held_x.append(x)
+                held_y.append(y)
+            held_own.append(np.full(self.sizes[i], mine))
+            held += self.sizes[i]
             last = k == len(order) - 1
-            cut = len(bx) if last else len(bx) - len(bx) % self.batch_size
+            if held < self.buffer_points and not last:
+                continue
+            bx, by = self._stack(held_x, held_y)
+            own = np.concatenate(held_own)
+            perm = rng.permutation(len(own)) if self.shuffle else np.arange(len(own))
+            rows = _rows(own)
+            cut = len(own) if last else len(own) - len(own) % self.batch_size
             for start in range(0, cut, self.batch_size):
-                yield bx[start : start + self.batch_size], by[start : start + self.batch_size]
-            held_x, held_y = [bx[cut:]], [by[cut:]]  # a partial batch waits for the next blocks
-            held = len(bx) - cut
+                batch = rows[perm[start : start + self.batch_size]]
+                batch = batch[batch >= 0]
+                yield bx[batch], by[batch], min(self.batch_size, cut - start)
+            rest = perm[cut:]  # a partial batch waits for the next blocks
+            kept = rows[rest][rows[rest] >= 0]
+            held_x, held_y, held_own = [bx[kept]], [by[kept]], [own[rest]]
+            held = len(rest)
 
+
+def _rows(own: np.ndarray) -> np.ndarray:
+    """For each point, its row among the points marked ``own`` (in order), or −1."""
+    return np.where(own, np.cumsum(own) - 1, -1)

@@ -1,22 +1,19 @@
-"""Training a model on catalogued snapshots: config, loop, checkpoints, resume.
+"""Training a model on catalogued snapshots: the config and what a run does.
 
 ``malaflow.train(config)`` selects training and validation snapshots from the catalog,
 makes sure their descriptors are stored (computing them if not), fits the scalers with
-dask, and trains with minibatches streamed from Zarr. A checkpoint every N epochs holds
-everything the next epoch depends on (weights, optimizer, schedule, early-stopping
-state, RNG), and batches of epoch e depend only on (seed, e): a resumed run ends with
-the same weights as an uninterrupted one.
+dask, and trains with minibatches streamed from Zarr (the epochs and checkpoints:
+:mod:`malaflow.training_loop`). Batches of epoch e depend only on (seed, e): a resumed
+run ends with the same weights as an uninterrupted one, and ``workers: N`` data-parallel
+replicas (:mod:`malaflow.data_parallel`) train to the weights of one process.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .trained_model import TrainedModel, package_versions
 from .catalog import Catalog, default_catalog_path
 from .compute import compute_descriptors
 from .runtime import session_client, task_resources
 from .config import load_config
+from .data_parallel import SOLO, Replica, train_parallel
 from .data import SCALINGS, BatchLoader, Scaler, feature_range, open_pairs
 from .descriptors import get_descriptor
 from .devices import torch_device
@@ -38,6 +35,7 @@ from .errors import MalaflowError, ParameterError
 from .models import get_model
 from .store import open_snapshot
 from .targets import DEFAULT_TARGET, get_target
+from .training_loop import TrainingRun
 from .trust import shortest_distance
 
 log = logging.getLogger(__name__)
@@ -74,6 +72,7 @@ class TrainingConfig:
     cache_mb: float = 1024.0
     device: str = "auto"
     valence: dict[str, float] | None = None
+    workers: int = 1  # data-parallel replicas, one per Dask worker
 
     def __post_init__(self) -> None:
         checks = [
@@ -85,6 +84,8 @@ class TrainingConfig:
             (self.input_scaling in SCALINGS, f"input_scaling must be one of {SCALINGS}"),
             (self.output_scaling in SCALINGS, f"output_scaling must be one of {SCALINGS}"),
             (self.checkpoint_every >= 1, "checkpoint_every must be ≥ 1"),
+            (isinstance(self.workers, int) and self.workers >= 1,
+             f"workers must be a whole number ≥ 1, got {self.workers!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -150,10 +151,20 @@ def train(
     With ``resume`` an existing checkpoint there is continued. ``max_epochs`` bounds the
     epochs done in this call (e.g. to fit a batch job's wall time; call again to go
     on). With a Dask ``client`` (or a session default client) the run is one task on
-    a worker, on a GPU worker if the cluster has one.
+    a worker, on a GPU worker if the cluster has one; with ``workers: N`` in the config
+    it is N data-parallel replicas on N workers (a local cluster of N worker processes
+    is started when there is no client).
     """
     config = TrainingConfig.load(config)
     client = client or session_client()
+    if config.workers > 1:
+        if client is not None:
+            return train_parallel(config, client, resume, max_epochs, progress)
+        from .runtime import cluster
+
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        with cluster({"kind": "local", "workers": config.workers, "threads_per_worker": threads}) as local:
+            return train_parallel(config, local, resume, max_epochs, progress)
     if client is None:
         return train_here(config, resume, max_epochs, progress)
     future = client.submit(train_here, config, resume, max_epochs, False, pure=False,
@@ -183,97 +194,43 @@ def _shortest_distance(store: Path) -> float:
     return shortest_distance(ds["positions"].values, ds.attrs["cell"], ds.attrs.get("pbc", (True, True, True)))
 
 
-def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool) -> Path:
+def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, progress: bool,
+               replica: Replica = SOLO) -> Path | None:
     """The training run itself, in this process: what :func:`train` runs (here or as a
-    task) and what a hyperparameter trial, already a task, runs segment by segment."""
+    task), what a hyperparameter trial, already a task, runs segment by segment, and
+    what each replica of a data-parallel run runs (only replica 0 returns the model)."""
     selected = selected_snapshots(config)
     cat, train_ids, val_ids, stores = selected.catalog, selected.train, selected.validation, selected.stores
     descriptor = get_descriptor(config.descriptor["plugin"], config.descriptor.get("params") or {})
-    compute_descriptors(list(stores.values()), descriptor, progress=progress)
+    if replica.size == 1:  # a data-parallel run computed them before its replicas started
+        compute_descriptors(list(stores.values()), descriptor, progress=progress)
     name, variable = descriptor.store_name(), get_target(config.target).variable
     train_pairs = open_pairs([stores[i] for i in train_ids], name, variable)
     val_pairs = open_pairs([stores[i] for i in val_ids], name, variable)
     x_scaler = Scaler.fit(config.input_scaling, [p.flat()[0] for p in train_pairs])
     input_range = feature_range([p.flat()[0] for p in train_pairs])
     y_scaler = Scaler.fit(config.output_scaling, [p.flat()[1] for p in train_pairs])
+    shard = {"rank": replica.rank, "replicas": replica.size}
     loader = BatchLoader(train_pairs, x_scaler, y_scaler, config.batch_size, True,
-                         config.shuffle_buffer, config.cache_mb, config.seed)
+                         config.shuffle_buffer, config.cache_mb, config.seed, **shard)
     val_loader = BatchLoader(val_pairs, x_scaler, y_scaler, max(config.batch_size, 4096), False,
-                             config.shuffle_buffer, config.cache_mb, config.seed)
+                             config.shuffle_buffer, config.cache_mb, config.seed, **shard)
 
     device = torch_device(config.device, "training config")
     torch.manual_seed(config.seed)
     model_plugin = get_model(config.model["plugin"], config.model.get("params") or {})
     n_in, n_out = train_pairs[0].inputs.shape[3], train_pairs[0].outputs.shape[3]
     network = model_plugin.build(n_in, n_out).to(device)
-    optimizer = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(
-        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    scheduler = {
-        "none": lambda: None,
-        "plateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=config.schedule_factor, patience=config.schedule_patience),
-        "step": lambda: torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=config.schedule_patience, gamma=config.schedule_factor),
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs),
-    }[config.schedule]()
-
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint_file = out / "checkpoint.pt"
-    state = {"epoch": 0, "history": [], "best_val": float("inf"), "best_state": None, "bad_epochs": 0}
-    if resume and checkpoint_file.is_file():
-        saved = torch.load(checkpoint_file, map_location=device, weights_only=False)
-        if _settings(saved["config"]) != _settings(dataclasses.asdict(config)):
-            raise MalaflowError(f"{checkpoint_file} belongs to a different configuration; remove it or use another output")
-        network.load_state_dict(saved["network"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-        log.info("resuming %s after epoch %d", out, state["epoch"])
-
-    loss_fn = torch.nn.MSELoss()
-    last = config.epochs if max_epochs is None else min(config.epochs, state["epoch"] + max_epochs)
-    bar = tqdm(range(state["epoch"] + 1, last + 1), desc=f"training {out.name}", unit="epoch",
-               initial=state["epoch"], total=config.epochs, disable=not progress)
-    stopped = state["bad_epochs"] >= config.early_stopping > 0
-    for epoch in bar:
-        if stopped:
-            break
-        t0 = time.perf_counter()
-        network.train()
-        total, count = 0.0, 0
-        for xb, yb in loader.epoch(epoch):
-            xb, yb = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(network(xb), yb)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(xb)
-            count += len(xb)
-        train_loss = total / count
-        val_loss = _evaluate_loss(network, val_loader, device)
-        if scheduler is not None:
-            scheduler.step(val_loss) if config.schedule == "plateau" else scheduler.step()
-        lr = optimizer.param_groups[0]["lr"]
-        state["history"].append({"epoch": epoch, "train_loss": train_loss, "validation_loss": val_loss,
-                                 "learning_rate": lr, "seconds": time.perf_counter() - t0})
-        if val_loss < state["best_val"]:
-            state["best_val"], state["bad_epochs"] = val_loss, 0
-            state["best_state"] = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        bar.set_postfix(train=f"{train_loss:.3e}", val=f"{val_loss:.3e}", lr=f"{lr:.1e}")
-        stopped = state["bad_epochs"] >= config.early_stopping > 0
-        if epoch % config.checkpoint_every == 0 or epoch == last or stopped:
-            _checkpoint(checkpoint_file, config, network, optimizer, scheduler, state)
-    bar.close()
-    _write_history(out, state["history"])
-    if state["epoch"] < config.epochs and not stopped:
-        log.info("%s: stopped after epoch %d of %d; train again to resume", out, state["epoch"], config.epochs)
+    run = TrainingRun(config, network, device, replica)
+    if resume:
+        run.restore()
+    run.fit(loader, val_loader, max_epochs, progress)
+    if not replica.writes:
+        return None
+    run.write_history()
+    state = run.state
     network.load_state_dict(state["best_state"])
     first = open_snapshot(stores[train_ids[0]])  # energy grid, temperature, DFT settings
     trained = TrainedModel(
@@ -283,7 +240,7 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
         _valence(cat, train_ids, config.valence), _grid_spacing(stores[i] for i in train_ids),
         {"training_snapshots": train_ids, "validation_snapshots": val_ids, "epochs_done": state["epoch"],
          "min_distance": min(_shortest_distance(stores[i]) for i in train_ids),
-         "early_stopped": stopped,
+         "early_stopped": run.stopped,
          "best_validation_loss": state["best_val"], "config": dataclasses.asdict(config),
          "versions": package_versions()},
         _dft_settings(first, out), [r.tolist() for r in input_range], config.target,
@@ -311,38 +268,3 @@ def _grid_spacing(stores) -> list[float]:
         ds = open_snapshot(store)
         spacings.append(np.linalg.norm(np.array(ds.attrs["cell"]), axis=1) / np.array(ds.attrs["grid_shape"]))
     return np.mean(spacings, axis=0).tolist()
-
-
-def _evaluate_loss(network: torch.nn.Module, loader: BatchLoader, device: torch.device) -> float:
-    network.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for xb, yb in loader.epoch(0):
-            pred = network(torch.from_numpy(xb).to(device))
-            total += float(torch.nn.functional.mse_loss(pred, torch.from_numpy(yb).to(device), reduction="sum")) / yb.shape[1]
-            count += len(xb)
-    return total / count
-
-
-def _settings(config: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must agree on to be continued: all but where it lives (a
-    training folder may be moved, e.g. from an interrupted study trial to its retry)."""
-    return {k: v for k, v in config.items() if k != "output"}
-
-
-def _checkpoint(path: Path, config, network, optimizer, scheduler, state) -> None:
-    tmp = path.with_name(".checkpoint.pt.tmp")
-    torch.save({
-        "config": dataclasses.asdict(config), "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-        "state": state,
-    }, tmp)
-    os.replace(tmp, path)
-
-
-def _write_history(out: Path, history: list[dict[str, float]]) -> None:
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    with open(out / "history.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "validation_loss", "learning_rate", "seconds"])
-        writer.writeheader()
-        writer.writerows(history)

@@ -20,13 +20,19 @@ def train_cmd(
     resume: bool = typer.Option(True, help="Continue from the checkpoint in the output folder, if any"),
     max_epochs: Optional[int] = typer.Option(None, help="Stop after this many epochs in this run (resume later)"),
     cluster: Optional[Path] = ClusterOption,
+    workers: Optional[int] = typer.Option(
+        None, help="Data-parallel replicas, one per Dask worker (a local cluster without --cluster) [the config's]"),
 ) -> None:
     """Train a model on catalogued snapshots; prints the validation errors."""
+    import dataclasses
+
     from ..trained_model import load_model
     from ..evaluation import errors_table, evaluate_stores
     from ..training import TrainingConfig, train
 
     cfg = TrainingConfig.load(config)
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, workers=workers)
     with on_cluster(cluster):
         path = train(cfg, resume=resume, max_epochs=max_epochs)
     model = load_model(path)

@@ -129,13 +129,33 @@ def run_segment(training: TrainingConfig, epochs: int, objective: str) -> dict[s
     checkpoint, then score. Its dask work runs on this worker's threads — submitting to
     the cluster from inside a task could wait on workers the trials themselves occupy."""
     from ..trained_model import load_model
-    from ..training import train_here
 
+    model_dir = _train_segment(training, epochs)
     with dask.config.set(scheduler="threads"):
-        model = load_model(train_here(training, resume=True, max_epochs=epochs, progress=False))
+        model = load_model(model_dir)
         snapshots = selected_snapshots(training)
         value = score(model, [snapshots.stores[i] for i in snapshots.validation], objective)
     done = model.metadata["epochs_done"]
     if not math.isfinite(value):
         raise MalaflowError(f"{training.output}: the objective is {value} after epoch {done}")
     return {"value": value, "epochs": done, "stopped": bool(model.metadata["early_stopped"])}
+
+
+def _train_segment(training: TrainingConfig, epochs: int) -> Path:
+    """Up to ``epochs`` more epochs of a trial: in this task, or with ``workers: N`` in
+    the trial's training section as N replicas on the cluster this task runs on (the
+    task leaves its worker's thread pool while they train, so they may use it)."""
+    from ..data_parallel import train_parallel
+    from ..training import train, train_here
+
+    if training.workers == 1:
+        with dask.config.set(scheduler="threads"):
+            return train_here(training, resume=True, max_epochs=epochs, progress=False)
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):  # not a task: the driver runs trials one by one
+        return train(training, resume=True, max_epochs=epochs, progress=False)
+    with worker_client() as client:
+        return train_parallel(training, client, resume=True, max_epochs=epochs, progress=False)
