@@ -121,3 +121,15 @@ def test_settings_and_cli(be2_catalog, tmp_path, client, monkeypatch):
     result = CliRunner().invoke(app, ["train", str(config), "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "cli" / "model.json").read_text())["metadata"]["config"]["workers"] == 2
+
+
+def test_a_study_trial_trains_on_two_replicas(be2_catalog, tmp_path, client):
+    training = training_config(be2_catalog, tmp_path / "unused", workers=2, **SMALL)
+    config = dict(training=training, output=str(tmp_path / "study"), trials=1, report_every=2,
+                  objective="ldos_loss", search={"learning_rate": {"choices": [1e-3]}, "epochs": {"choices": [4]}})
+    with distributed.get_task_stream(client) as stream:
+        result = malaflow.optimize(config, client=client, progress=False)
+    replicas = [t for t in stream.data if "-replica-" in t["key"]]
+    assert len(replicas) == 2 * 2 and len({t["worker"] for t in replicas}) == 2  # 2 segments × 2 replicas
+    assert result.study.trials[0].state.name == "COMPLETE"
+    assert malaflow.load_model(result.best_model).metadata["epochs_done"] == 4

@@ -54,3 +54,27 @@ def test_descriptors_as_slurm_jobs(slurm, tmp_path):
                                                 progress=False, dtype=None)
     for a, b in zip(stored + stored_b, local + local_b):
         np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_training_replicas_as_slurm_jobs(slurm, tmp_path, be2_catalog):
+    """workers: 2 on two SLURM jobs trains to the weights of the same run on a LocalCluster."""
+    import torch
+
+    from conftest import training_config
+
+    settings = dict(epochs=3, workers=2, early_stopping=0, batch_size=64, descriptor={"plugin": "gaussian", "params": {}},
+                    model={"plugin": "feedforward", "params": {"layers": [32, 32]}})
+    with malaflow.cluster({"kind": "local", "workers": 2, "threads_per_worker": 1}) as client:
+        local = malaflow.train(training_config(be2_catalog, tmp_path / "local", **settings), client=client,
+                               progress=False)
+    config = {"kind": "slurm", "jobs": 2, "cores": 1, "processes": 1, "memory": "2GB", "walltime": "00:20:00",
+              "queue": "debug", "python": sys.executable, "log_directory": str(tmp_path / "logs"),
+              "local_directory": str(tmp_path / "work")}
+    with malaflow.cluster(config, wait_for_workers=2) as client:
+        jobs = subprocess.run(["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout
+        assert jobs.count("RUNNING") >= 2, jobs
+        on_slurm = malaflow.train(training_config(be2_catalog, tmp_path / "slurm", **settings), client=client,
+                                  progress=False)
+    a, b = (torch.load(p / "weights.pt", weights_only=True) for p in (local, on_slurm))
+    for k in a:  # the same replicas, the same reduction order: bit for bit
+        assert torch.equal(b[k], a[k]), k
