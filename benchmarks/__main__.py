@@ -8,7 +8,7 @@ import time
 
 from .harness import machine
 
-TASKS = ["descriptors", "training", "postprocessing", "prediction", "transfer", "forces", "soak"]
+TASKS = ["descriptors", "training", "data_parallel", "postprocessing", "prediction", "transfer", "forces", "soak"]
 DEFAULT = [t for t in TASKS if t != "soak"]  # the soak test runs only when named
 
 

@@ -209,6 +209,8 @@ def run_replica(config: Any, rank: int, size: int, key: str, resume: bool, max_e
     try:
         # the replicas occupy the workers: their own dask work (statistics) runs here
         with dask.config.set(scheduler="threads"):
-            return train_here(config, resume, max_epochs, False, Replica(rank, size, str(device), key))
+            model = train_here(config, resume, max_epochs, False, Replica(rank, size, str(device), key))
+        dist.barrier()  # all are done before replica 0, host of the rendezvous store, leaves
+        return model
     finally:
         dist.destroy_process_group()

@@ -10,7 +10,7 @@ SLURM or PBS (dask-jobqueue), or a running scheduler.
 
 The config is a mapping (or a YAML file holding one, optionally under a ``cluster:`` key):
 
-    kind: slurm            # local (default) | slurm | pbs | address
+    kind: slurm            # local (default) | local-cuda | slurm | pbs | address
     jobs: 4                # batch jobs to start (or adaptive: {minimum: 0, maximum: 8})
     cores: 8               # per job
     processes: 2           # Dask workers per job
@@ -22,7 +22,9 @@ The config is a mapping (or a YAML file holding one, optionally under a ``cluste
     job_extra_directives: ["--constraint=a100"]
 
 Tasks that want a GPU (torch descriptors, training) ask for the resource ``GPU`` only
-when some worker offers it, so the same code runs on CPU-only clusters.
+when some worker offers it, so the same code runs on CPU-only clusters. ``local-cuda``
+is one machine with several GPUs: dask-cuda's ``LocalCUDACluster``, one worker per GPU
+(``devices: "0,1"`` to choose them), each offering ``GPU: 1``.
 """
 
 from __future__ import annotations
@@ -131,10 +133,11 @@ def run_tasks(
 
 # --------------------------------------------------------------------------- clusters
 
-KINDS = ("local", "slurm", "pbs", "address")
+KINDS = ("local", "local-cuda", "slurm", "pbs", "address")
 COMMON = {"kind", "gpus_per_worker"}
 KEYS = {
     "local": {"workers", "threads_per_worker", "memory_limit", "processes", "dashboard_address"},
+    "local-cuda": {"workers", "threads_per_worker", "memory_limit", "dashboard_address", "devices"},
     "address": {"address"},
     "slurm": {"jobs", "adaptive", "cores", "processes", "memory", "walltime", "queue", "account",
               "job_extra_directives", "job_script_prologue", "local_directory", "log_directory", "interface",
@@ -208,6 +211,8 @@ def make_cluster(config: Mapping[str, Any]):
             memory_limit=config.get("memory_limit", "auto"), processes=config.get("processes", True),
             dashboard_address=config.get("dashboard_address", ":0"), resources=resources or None,
         )
+    if kind == "local-cuda":
+        return _local_cuda_cluster(config)
     import dask_jobqueue
 
     options = {k: v for k, v in config.items() if k not in COMMON | {"jobs", "adaptive"}}
@@ -227,6 +232,20 @@ def make_cluster(config: Mapping[str, Any]):
     else:
         cluster.scale(jobs=int(config.get("jobs", 1)))
     return cluster
+
+
+def _local_cuda_cluster(config: Mapping[str, Any]):
+    """One worker per GPU of this machine (dask-cuda sets each worker's CUDA_VISIBLE_DEVICES)."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise MalaflowError("kind: local-cuda needs dask-cuda on a machine with NVIDIA GPUs: "
+                            "pip install dask-cuda") from None
+    return LocalCUDACluster(
+        n_workers=config.get("workers"), CUDA_VISIBLE_DEVICES=config.get("devices"),
+        threads_per_worker=config.get("threads_per_worker", 1), memory_limit=config.get("memory_limit", "auto"),
+        dashboard_address=config.get("dashboard_address", ":0"), resources={"GPU": 1},
+    )
 
 
 @contextlib.contextmanager

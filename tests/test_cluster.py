@@ -71,6 +71,16 @@ def test_local_gpu_workers_get_the_resource():
         assert worker["resources"] == {"GPU": 1.0}
 
 
+def test_a_multi_gpu_machine_is_a_local_cuda_cluster(monkeypatch):
+    """dask-cuda's LocalCUDACluster with one GPU per worker (its GPU run: scripts/gpu-check.sh)."""
+    assert load_config({"kind": "local-cuda", "devices": "0,1"})["devices"] == "0,1"
+    with pytest.raises(ParameterError, match="unknown key.*cores"):
+        load_config({"kind": "local-cuda", "cores": 4})
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # as where it is not installed
+    with pytest.raises(malaflow.MalaflowError, match="kind: local-cuda needs dask-cuda"):
+        make_cluster(load_config({"kind": "local-cuda"}))
+
+
 def test_losing_a_worker_mid_computation_changes_nothing(tmp_path):
     """Two worker processes; one is killed (SIGKILL, by pid) while chunks are being
     computed and written. Its tasks run again elsewhere; the stored array equals an
