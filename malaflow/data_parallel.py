@@ -108,12 +108,17 @@ def train_parallel(config: Any, client: Any, resume: bool, max_epochs: int | Non
 
 
 def _pick_workers(client: Any, n: int, resources: dict[str, float] | None) -> list[str]:
-    """``n`` distinct workers (GPU workers when the cluster offers them), waiting for
-    batch jobs to start for at most ``MALAFLOW_WORKER_TIMEOUT`` seconds."""
+    """``n`` distinct workers (GPU workers when the cluster offers them, the least busy
+    first), waiting for batch jobs to start for at most ``MALAFLOW_WORKER_TIMEOUT`` seconds."""
+    def busy(worker: dict) -> int:  # tasks it runs or holds (as of its last heartbeat)
+        counts = worker.get("metrics", {}).get("task_counts", {})
+        return sum(counts.get(state, 0) for state in ("executing", "ready", "constrained"))
+
     def suitable() -> list[str]:
         workers = client.scheduler_info(n_workers=-1)["workers"]
-        return sorted(a for a, w in workers.items()
-                      if all(w.get("resources", {}).get(k, 0) >= v for k, v in (resources or {}).items()))
+        fit = [a for a, w in workers.items()
+               if all(w.get("resources", {}).get(k, 0) >= v for k, v in (resources or {}).items())]
+        return sorted(fit, key=lambda a: (busy(workers[a]), a))  # idle ones first: trials may run side by side
 
     deadline = time.monotonic() + WORKER_TIMEOUT_S
     while len(found := suitable()) < n:
