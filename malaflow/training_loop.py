@@ -57,9 +57,7 @@ class TrainingRun:
         if not self.checkpoint_file.is_file():
             return
         saved = torch.load(self.checkpoint_file, map_location=self.device, weights_only=False)
-        if settings(saved["config"]) != settings(dataclasses.asdict(self.config)):
-            raise MalaflowError(f"{self.checkpoint_file} belongs to a different configuration; "
-                                "remove it or use another output")
+        self._check_continuable(saved)
         self.network.load_state_dict(saved["network"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scheduler is not None:
@@ -67,6 +65,27 @@ class TrainingRun:
         torch.set_rng_state(saved["torch_rng"])
         self.state = saved["state"]
         log.info("resuming %s after epoch %d", self.config.output, self.state["epoch"])
+
+    def _check_continuable(self, saved: dict[str, Any]) -> None:
+        """The checkpoint's run may go on under this config: the same settings but for
+        where it lives, on how many workers, and a number of epochs raised (continuing a
+        finished run trains to the weights of one run of the longer length)."""
+        before, now = settings(saved["config"]), settings(dataclasses.asdict(self.config))
+        changed = sorted(k for k in before.keys() | now.keys() if k != "epochs" and before.get(k) != now.get(k))
+        if changed:
+            detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
+            raise MalaflowError(f"{self.checkpoint_file} was trained with other settings ({detail}); "
+                                "restore them, or remove the checkpoint, or train into another output")
+        done = saved["state"]["epoch"]
+        if self.config.epochs < done:
+            raise MalaflowError(f"{self.checkpoint_file} has {done} epochs done; epochs: {self.config.epochs} "
+                                "is fewer (raise it to continue, or train into another output)")
+        if self.config.epochs > done and saved["state"]["bad_epochs"] >= self.config.early_stopping > 0:
+            log.warning("%s stopped early at epoch %d (no validation gain in %d epochs): more epochs do not "
+                        "continue it", self.config.output, done, self.config.early_stopping)
+        if self.config.epochs != before["epochs"] and self.config.schedule == "cosine":
+            raise MalaflowError(f"schedule: cosine anneals over the {before['epochs']} epochs this run was started "
+                                f"with; it cannot be continued to {self.config.epochs} (use another schedule)")
 
     def save_checkpoint(self) -> None:
         if not self.replica.writes:

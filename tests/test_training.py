@@ -82,6 +82,33 @@ def test_resumed_training_ends_with_the_same_weights(be2_catalog, tmp_path):
     assert (part / "history.csv").read_text().count("\n") == 8  # header + 7 epochs
 
 
+def test_a_finished_training_continues_to_more_epochs(be2_catalog, tmp_path):
+    """A finished 3-epoch run raised to 6 epochs (CLI --epochs) ends with the weights of one
+    6-epoch run, bit for bit (a step schedule: it does not depend on the epoch count);
+    another changed setting is refused by name, fewer epochs and a cosine schedule too."""
+    settings = dict(checkpoint_every=5, early_stopping=0, descriptor={"plugin": "gaussian", "params": {}},
+                    model={"plugin": "feedforward", "params": {"layers": [16]}}, batch_size=256, schedule="step",
+                    schedule_patience=2)
+    whole = malaflow.train(config(be2_catalog, tmp_path / "whole", epochs=6, **settings), progress=False)
+    cfg = config(be2_catalog, tmp_path / "part", epochs=3, **settings)
+    malaflow.train(cfg, progress=False)
+    path = tmp_path / "part.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["train", str(path), "--epochs", "6"])
+    assert result.exit_code == 0, result.output
+    a, b = (torch.load(p / "weights.pt", weights_only=True) for p in (whole, tmp_path / "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "part" / "model.json").read_text())["metadata"]["epochs_done"] == 6
+    with pytest.raises(malaflow.MalaflowError, match=r"learning_rate: 0.0003 then, 0.001 now"):
+        malaflow.train({**cfg, "epochs": 8, "learning_rate": 1e-3}, progress=False)
+    with pytest.raises(malaflow.MalaflowError, match="has 6 epochs done; epochs: 4 is fewer"):
+        malaflow.train({**cfg, "epochs": 4}, progress=False)
+    cosine = config(be2_catalog, tmp_path / "cosine", epochs=2, **{**settings, "schedule": "cosine"})
+    malaflow.train(cosine, progress=False)
+    with pytest.raises(malaflow.MalaflowError, match="cosine anneals over the 2 epochs"):
+        malaflow.train({**cosine, "epochs": 4}, progress=False)
+
+
 def test_be2_band_energy_error_and_cli(be2_catalog, tmp_path):
     """MALA's Be2 benchmark (train 0, 1 / validate 2 / test 3) with the settings of
     examples/train-be2.yaml (seeded), trained by `malaflow train` in its own process:

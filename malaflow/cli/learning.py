@@ -22,6 +22,8 @@ def train_cmd(
     cluster: Optional[Path] = ClusterOption,
     workers: Optional[int] = typer.Option(
         None, help="Data-parallel replicas, one per Dask worker (a local cluster without --cluster) [the config's]"),
+    epochs: Optional[int] = typer.Option(
+        None, help="Epochs in all [the config's]; more than a finished run did continues it"),
 ) -> None:
     """Train a model on catalogued snapshots; prints the validation errors."""
     import dataclasses
@@ -31,8 +33,8 @@ def train_cmd(
     from ..training import TrainingConfig, train
 
     cfg = TrainingConfig.load(config)
-    if workers is not None:
-        cfg = dataclasses.replace(cfg, workers=workers)
+    overrides = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
     with on_cluster(cluster):
         path = train(cfg, resume=resume, max_epochs=max_epochs)
     model = load_model(path)
