@@ -19,6 +19,7 @@ from .targets import Target, get_target
 from .readers import Reader, read_snapshot
 from .catalog import Catalog
 from .observables import energy_terms, observables
+from .physics.dos import eigenvalue_dos
 from .descriptors import Descriptor, Structure
 from .compute import compute_descriptors, descriptor_grid
 from .trained_model import TrainedModel, load_model
@@ -48,6 +49,7 @@ __all__ = [
     "compute_descriptors",
     "descriptor_grid",
     "energy_terms",
+    "eigenvalue_dos",
     "CatalogError",
     "InputFileError",
     "MalaflowError",

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import MalaflowError
+from .physics.dos import eigenvalue_dos, electron_count
 from .physics.energy import energy_terms as terms
 from .physics.pseudopotential import read_upf
 from .readers import sha256
@@ -136,4 +137,24 @@ def observables_table(ds: xr.Dataset, scheme: str = "analytic", pseudo_dir: str 
     lines.append(f"(scheme {obs.scheme}, T = {obs.temperature:.2f} K, Fermi level self-consistent)")
     if note:
         lines.append(note)
+    comparison = eigenvalue_dos_comparison(ds, obs)
+    if comparison:
+        lines.append(comparison)
     return "\n".join(lines)
+
+
+def eigenvalue_dos_comparison(ds: xr.Dataset, obs: Any) -> str | None:
+    """The DFT eigenvalues' DOS, broadened as pp.x broadened the LDOS: its electron count
+    at the DFT Fermi level, and how far the snapshot's own DOS (from its LDOS) departs from
+    it — where they part, the LDOS misses states (too few bands, a window cutting a band)."""
+    width = ds.attrs.get("ldos_broadening")
+    if "eigenvalues" not in ds or "energy" not in ds.coords or not width:
+        return None
+    energies = ds["energy"].values
+    from_eigenvalues = eigenvalue_dos(ds["eigenvalues"].values, ds["k_weights"].values, energies, width)
+    diff = np.abs(np.asarray(target_of(ds).dos(ds)) - from_eigenvalues).max()
+    line = f"DOS from the eigenvalues (Gaussian {width:g} eV, on the LDOS energies): "
+    if ds.attrs.get("fermi_energy") is not None:
+        n = electron_count(from_eigenvalues, energies, ds.attrs["fermi_energy"], obs.temperature, obs.scheme)
+        line += f"{n:.4f} electrons to the DFT Fermi level (DFT: {ds.attrs.get('n_electrons')}); "
+    return line + f"the LDOS's DOS departs from it by up to {diff:.4g} 1/eV ({diff / from_eigenvalues.max():.1%} of its peak)"

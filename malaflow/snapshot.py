@@ -51,6 +51,8 @@ class Snapshot:
     ldos: Any = None
     density: Any = None
     dos: Any = None
+    eigenvalues: np.ndarray | None = None  # Kohn–Sham eigenvalues in eV, (k point, band)
+    k_weights: np.ndarray | None = None  # per k point, summing to 2 for a spin-unpolarised run
     descriptors: dict[str, xr.DataArray] = field(default_factory=dict)
     temperature: float | None = None
     fermi_energy: float | None = None
@@ -73,6 +75,14 @@ class Snapshot:
             )
         if self.energies is not None:
             self.energies = np.asarray(self.energies, dtype=float).reshape(-1)
+        if (self.eigenvalues is None) != (self.k_weights is None):
+            raise MalaflowError("eigenvalues and k_weights come together (one weight per k point)")
+        if self.eigenvalues is not None:
+            self.eigenvalues = np.asarray(self.eigenvalues, dtype=float)
+            self.k_weights = np.asarray(self.k_weights, dtype=float).reshape(-1)
+            if self.eigenvalues.ndim != 2 or len(self.eigenvalues) != len(self.k_weights):
+                raise MalaflowError(f"eigenvalues must be (k points, bands) with one weight per k point, got "
+                                    f"{self.eigenvalues.shape} and {len(self.k_weights)} weights")
         for name in ("ldos", "density"):
             arr = getattr(self, name)
             if arr is None:
@@ -130,6 +140,9 @@ class Snapshot:
             data_vars["density"] = (SPATIAL_DIMS, self.density, {"units": UNITS["density"]})
         if self.dos is not None:
             data_vars["dos"] = (("energy",), self.dos, {"units": UNITS["dos"]})
+        if self.eigenvalues is not None:
+            data_vars["eigenvalues"] = (("kpoint", "band"), self.eigenvalues, {"units": "eV"})
+            data_vars["k_weights"] = (("kpoint",), self.k_weights)
         attrs = {
             "malaflow_format": FORMAT_VERSION,
             "cell": self.cell.tolist(),
@@ -169,6 +182,8 @@ class Snapshot:
             ldos=ds["ldos"].data if "ldos" in ds else None,
             density=ds["density"].data if "density" in ds else None,
             dos=ds["dos"].data if "dos" in ds else None,
+            eigenvalues=ds["eigenvalues"].values if "eigenvalues" in ds else None,
+            k_weights=ds["k_weights"].values if "k_weights" in ds else None,
             descriptors=dict(descriptors or {}),
             temperature=attrs.get("temperature"),
             fermi_energy=attrs.get("fermi_energy"),
@@ -192,6 +207,8 @@ class Snapshot:
             e = self.energies
             lines.append(f"LDOS on {len(e)} energies {e[0]:g} … {e[-1]:g} eV")
         present = [n for n in ("ldos", "density", "dos") if getattr(self, n) is not None]
+        if self.eigenvalues is not None:
+            present.append("eigenvalues ({} k points × {} bands)".format(*self.eigenvalues.shape))
         present += [f"descriptors/{n}" for n in self.descriptors]
         lines.append("arrays: " + (", ".join(present) or "none"))
         if self.reference:

@@ -26,7 +26,7 @@ def mala_data() -> Path:
     """The part of MALA's test data (BSD-3) the tests need, shipped in the repository.
     Missing files are a failure, never a skip: without them the physics goes unchecked."""
     needed = ["Be2/Be_snapshot0.out", "Be2/Be_snapshot0.in.npy", "Be2/cubes/tmp.pp11Be_ldos.cube",
-              "Be2/Be_snapshot3.out.npy", "Al36/Al.pw.scf.out", "Al36/Al_dos.npy"]
+              "Be2/Be_snapshot3.out.npy", "Be2/Be_snapshot0.dos.npy", "Al36/Al.pw.scf.out", "Al36/Al_dos.npy"]
     missing = [f for f in needed if not (MALA_DATA / f).is_file()]
     if missing:
         pytest.fail(f"reference files missing from the repository: {missing} in {MALA_DATA}")

@@ -199,3 +199,40 @@ class Observables:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+BROADENINGS = ("gaussian", "fermi-dirac")
+
+
+def eigenvalue_dos(
+    eigenvalues: np.ndarray, k_weights: np.ndarray, energies: np.ndarray, width: float,
+    broadening: str = "gaussian", spin_degeneracy: float = 2.0,
+) -> np.ndarray:
+    """D(ε) = Σ_k w_k Σ_n δ(ε − ε_nk) in 1/eV from Kohn–Sham eigenvalues (eV, (k, band)).
+
+    The k weights are normalised to sum to ``spin_degeneracy`` (2: each state holds both
+    spins, as QE's weights for an unpolarised run; 1: one spin channel). ``gaussian``:
+    δ(x) = exp(−x²/w²)/(√π w), the convention of QE's dos.x (degauss) and pp.x
+    (degauss_ldos), so the DOS of the same run compares directly; ``fermi-dirac``:
+    δ(x) = −∂f/∂x = 1/(4w cosh²(x/2w)) with w = k_B·T.
+    """
+    if broadening not in BROADENINGS:
+        raise ParameterError(f"broadening must be one of {BROADENINGS}, got {broadening!r}")
+    if not width > 0:
+        raise ParameterError(f"the broadening width must be > 0 eV, got {width}")
+    eigenvalues = np.asarray(eigenvalues, dtype=float)
+    weights = np.asarray(k_weights, dtype=float)
+    if eigenvalues.ndim != 2 or len(weights) != len(eigenvalues):
+        raise ParameterError(f"eigenvalues of shape (k points, bands) and one weight per k point are needed, "
+                             f"got {eigenvalues.shape} and {weights.shape}")
+    weights = weights * (spin_degeneracy / weights.sum())
+    energies = np.asarray(energies, dtype=float)
+    dos = np.zeros(len(energies))
+    for states, w in zip(eigenvalues, weights):  # one k point at a time: memory bands × energies
+        x = (energies[None, :] - states[:, None]) / width
+        if broadening == "gaussian":
+            delta = np.exp(-x * x) / (np.sqrt(np.pi) * width)
+        else:
+            delta = 1.0 / (4.0 * width * np.cosh(np.clip(x / 2.0, -350.0, 350.0)) ** 2)
+        dos += w * delta.sum(axis=0)
+    return dos

@@ -17,6 +17,7 @@ import numpy as np
 
 from malaflow import Snapshot, hookimpl
 from malaflow.errors import InputFileError
+from malaflow.physics.dos import eigenvalue_dos
 from malaflow.physics.fermi import fermi_dirac
 from malaflow.readers import FLOAT, Reader, TextFile, check_finite, file_provenance, glob_files, head, sha256
 from malaflow.grid import voxel_volume
@@ -377,6 +378,8 @@ class QEReader(Reader):
                 )
             snap_kwargs.update(ldos=values, energies=energies)
             attrs["ldos_broadening"] = broadening
+            if broadening:  # the DOS of the eigenvalues, broadened as pp.x broadened the LDOS
+                snap_kwargs["dos"] = eigenvalue_dos(pw["eigenvalues"], pw["k_weights"], energies, broadening)
             raw += files
         if density is not None:
             (dfile,) = glob_files(density, path.parent, "*.cube")
@@ -399,6 +402,8 @@ class QEReader(Reader):
             n_electrons=pw["n_electrons"],
             reference=reference,
             code="qe",
+            eigenvalues=pw["eigenvalues"],
+            k_weights=pw["k_weights"],
             provenance={"qe_version": pw["qe_version"], **file_provenance(raw)},
             attrs=attrs,
             **snap_kwargs,
