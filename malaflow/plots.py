@@ -122,3 +122,18 @@ def plot_param_importances(importances: dict[str, float], path: str | Path) -> P
     ax.set_xlabel("importance (Optuna's evaluator, sums to 1)")
     ax.set_title("parameter importances")
     return _save(fig, path)
+
+
+def plot_ionic_structure(rdf: tuple[np.ndarray, np.ndarray], ssf: tuple[np.ndarray, np.ndarray],
+                         tpcf: tuple[np.ndarray, np.ndarray], path: str | Path, title: str = "") -> Path:
+    """g(r), S(k) and the equilateral cut g₃(r, r, r) side by side."""
+    fig, (a, b, c) = _subplots(1, 3, figsize=(12, 3.6))
+    a.plot(*rdf)
+    a.axhline(1.0, color="grey", lw=0.5)
+    a.set(xlabel="r (Å)", ylabel="g(r)", title=title)
+    b.plot(*(x[np.isfinite(ssf[1])] for x in ssf), ".-", ms=3)
+    b.set(xlabel="k (1/Å)", ylabel="S(k)", yscale="log")
+    centres, g3 = tpcf
+    c.plot(centres, np.diagonal(np.diagonal(g3)))
+    c.set(xlabel="r (Å)", ylabel="g₃(r, r, r)")
+    return _save(fig, path)

@@ -52,6 +52,54 @@ def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catal
     typer.echo(observables_table(open_store(target, catalog), scheme, pseudo_dir))
 
 
+@app.command("structure")
+def structure_cmd(
+    source: str = typer.Argument(..., help="A snapshot store or catalog id, or any file ASE reads (a trajectory: all frames)"),
+    r_max: Optional[float] = typer.Option(None, help="g(r) and g₃ range (Å) [half the smallest cell height]"),
+    bins: int = typer.Option(100, help="g(r) bins"),
+    k_max: float = typer.Option(8.0, help="S(k) range (1/Å)"),
+    tpcf_bins: int = typer.Option(20, help="g₃ bins per radius"),
+    valence: Optional[list[str]] = typer.Option(None, help="Ion charges for the Ewald energy, e.g. Be=2 [a snapshot's]"),
+    plot: Optional[Path] = typer.Option(None, help="PNG of g(r), S(k) and g₃(r, r, r)"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """The ionic structure: g(r), S(k), g₃ and the Ewald energy of a snapshot or trajectory."""
+    from ..ionic import ionic_summary
+
+    frames, charges = _frames_and_valence(source, catalog, valence)
+    summary = ionic_summary(frames, charges, r_max, bins, k_max, tpcf_bins)
+    typer.echo(summary.text)
+    if plot is not None:
+        from ..plots import plot_ionic_structure
+
+        typer.echo(f"wrote {plot_ionic_structure(summary.rdf, summary.ssf, summary.tpcf, plot, Path(source).name)}")
+
+
+def _frames_and_valence(source: str, catalog: Optional[Path], valence: Optional[list[str]]):
+    """Configurations of a snapshot or structure file, and the ions' charges if known."""
+    charges: dict[str, float] = {}
+    for item in valence or []:
+        element, _, value = item.partition("=")
+        try:
+            charges[element.strip()] = float(value)
+        except ValueError:
+            raise MalaflowError(f"--valence wants ELEMENT=CHARGE, e.g. Be=2; got {item!r}") from None
+    if source.endswith(".zarr") or Path(source).is_dir() or not Path(source).exists():
+        from ..snapshot import Snapshot
+
+        ds = open_store(source, catalog)
+        atoms = Snapshot.from_dataset(ds).to_atoms()
+        if not charges and len(set(atoms.get_chemical_symbols())) == 1 and ds.attrs.get("n_electrons"):
+            charges = {atoms.get_chemical_symbols()[0]: ds.attrs["n_electrons"] / len(atoms)}
+        return [atoms], charges
+    import ase.io
+
+    try:
+        return ase.io.read(source, index=":"), charges
+    except Exception as exc:  # ASE raises many kinds for a file it cannot read
+        raise MalaflowError(f"{source}: ASE cannot read it as a structure ({exc})") from None
+
+
 @plot_app.command("dos")
 def plot_dos_cmd(target: str = SnapshotArg, output: Path = typer.Option(Path("dos.png"), "-o", "--output"),
                  scheme: str = SchemeOption, catalog: Optional[Path] = CatalogOption) -> None:
