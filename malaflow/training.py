@@ -33,6 +33,7 @@ from .descriptors import get_descriptor
 from .devices import torch_device
 from .errors import MalaflowError, ParameterError
 from .models import get_model
+from .shuffled_data import shuffled_pairs
 from .store import open_snapshot
 from .targets import DEFAULT_TARGET, get_target
 from .training_loop import TrainingRun
@@ -73,6 +74,7 @@ class TrainingConfig:
     device: str = "auto"
     valence: dict[str, float] | None = None
     workers: int = 1  # data-parallel replicas, one per Dask worker
+    shuffled: str | None = None  # pre-shuffled training points (malaflow shuffle), read in place of the snapshots'
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,7 +97,7 @@ class TrainingConfig:
     def load(cls, source: TrainingConfig | Mapping[str, Any] | str | Path, base: Path | None = None) -> TrainingConfig:
         """From a config object, a dict, or a YAML file (relative paths taken relative to
         the file, or to ``base`` for a mapping written in another config's file)."""
-        return load_config(cls, source, "training config", paths=("output", "catalog"), base=base)
+        return load_config(cls, source, "training config", paths=("output", "catalog", "shuffled"), base=base)
 
 
 def select_ids(cat: Catalog, selection: Mapping[str, Any], what: str) -> list[str]:
@@ -205,7 +207,8 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     if replica.size == 1:  # a data-parallel run computed them before its replicas started
         compute_descriptors(list(stores.values()), descriptor, progress=progress)
     name, variable = descriptor.store_name(), get_target(config.target).variable
-    train_pairs = open_pairs([stores[i] for i in train_ids], name, variable)
+    train_pairs = (shuffled_pairs(config.shuffled, name, variable, train_ids) if config.shuffled
+                   else open_pairs([stores[i] for i in train_ids], name, variable))
     val_pairs = open_pairs([stores[i] for i in val_ids], name, variable)
     x_scaler = Scaler.fit(config.input_scaling, [p.flat()[0] for p in train_pairs])
     input_range = feature_range([p.flat()[0] for p in train_pairs])

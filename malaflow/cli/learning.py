@@ -44,6 +44,19 @@ def train_cmd(
     typer.echo(errors_table([e for e, *_ in evaluate_stores(model, {i: cat.store_path(i) for i in ids})]))
 
 
+@app.command("shuffle")
+def shuffle_cmd(
+    config: Path = typer.Argument(..., help="Training config (YAML) whose training points to shuffle"),
+    output: Path = typer.Option(..., "-o", "--output", help="Zarr folder to write; then shuffled: OUTPUT in the config"),
+    memory_mb: float = typer.Option(512.0, help="Memory for one bucket of the external shuffle (MB)"),
+) -> None:
+    """Shuffle a training set across its snapshots into one Zarr group (MALA's DataShuffler)."""
+    from ..shuffled_data import shuffle_training_data
+
+    path = shuffle_training_data(config, output, memory_mb)
+    typer.echo(f"wrote {path}; train on it with  shuffled: {path}  in the training config")
+
+
 @app.command("hpo")
 def hpo_cmd(
     config: Path = typer.Argument(..., help="Study config (YAML); see examples/hpo-be2.yaml"),
