@@ -10,6 +10,8 @@ path key of every config.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,7 +83,12 @@ def load_config(
     if isinstance(source, cls):
         return source
     data, own_base = config_source(source, what)
+    if isinstance(source, (str, Path)):
+        what = f"{what} {source}"
     check_keys(data, (f.name for f in dataclasses.fields(cls) if f.init), what)
+    hints = typing.get_type_hints(cls)
+    for key in list(data):
+        data[key] = typed(data[key], hints[key], f"{what}: {key}")
     for key in paths:
         if key in data:
             data[key] = resolve(base or own_base, data[key])
@@ -89,3 +96,35 @@ def load_config(
         return cls(**data)
     except TypeError as exc:  # a missing required key
         raise ParameterError(f"{what}: {exc}") from None
+
+
+def typed(value: Any, hint: Any, label: str) -> Any:
+    """``value`` as the type a config field declares, or a ParameterError saying what was
+    expected. Numbers written as strings count (YAML reads ``3e-4`` as one); whole numbers
+    must be whole (``epochs: 2.7`` is refused, not truncated); a bool is not a number."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if value is None and type(None) in options:
+        return None
+    kinds = [typing.get_origin(o) or o for o in options if o is not type(None)]
+    got = f"{value!r} ({type(value).__name__})"
+    if int in kinds or float in kinds:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ParameterError(f"{label}: expected {'a number' if float in kinds else 'a whole number'}, got {got}")
+        if float in kinds:
+            return float(number)
+        if float(number) != int(number):
+            raise ParameterError(f"{label}: expected a whole number, got {got}")
+        return int(number)
+    if kinds == [bool] and not isinstance(value, bool):
+        raise ParameterError(f"{label}: expected true or false, got {got}")
+    if kinds == [str] and not isinstance(value, str):
+        raise ParameterError(f"{label}: expected text, got {got}")
+    if kinds and all(k in (dict, Mapping) for k in kinds) and not isinstance(value, Mapping):
+        raise ParameterError(f"{label}: expected a mapping (key: value lines), got {got}")
+    return value

@@ -157,6 +157,29 @@ def test_config_errors(be2_catalog, tmp_path):
         malaflow.train(config(be2_catalog, tmp_path / "m", train={"dataset": "nope"}), progress=False)
 
 
+def test_config_values_of_the_wrong_type_are_named(tmp_path):
+    """The typed YAML slips of a training config: one message naming the file and key,
+    nothing written; YAML's string '3e-4' and a quoted '32' are the numbers they mean."""
+    cases = {
+        "epochs: six": "epochs: expected a whole number, got 'six'",
+        "seed: abc": "seed: expected a whole number, got 'abc'",
+        "descriptor: bispectrum": "descriptor: expected a mapping",
+        "batch_size: 32.5": "batch_size: expected a whole number, got 32.5",
+        "epochs: 2.7": "epochs: expected a whole number, got 2.7",
+        "epochs: true": "epochs: expected a whole number, got True",
+        "output: 12": "output: expected text, got 12",
+    }
+    path = tmp_path / "train.yaml"
+    for line, message in cases.items():
+        path.write_text(f"output: out\n{line}\n" if not line.startswith("output") else line + "\n")
+        result = runner.invoke(app, ["train", str(path)])
+        assert result.exit_code != 0 and f"training config {path}: {message}" in str(result.exception), line
+        assert not (tmp_path / "out").exists()
+    path.write_text("learning_rate: 3e-4\nbatch_size: '32'\n")
+    loaded = malaflow.TrainingConfig.load(path)
+    assert (loaded.learning_rate, loaded.batch_size) == (3e-4, 32)
+
+
 # --------------------------------------------------------------------------- artifact, prediction
 
 
