@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .errors import ParameterError
 from .observables import observables, target_of
 
 
@@ -66,10 +67,15 @@ def plot_density_slice(
     scheme: str = "analytic", target: str | None = None,
 ) -> Path:
     """PNG of the electron density n(r) on one grid plane (default: the middle z plane)."""
+    if axis not in ("x", "y", "z"):
+        raise ParameterError(f"the plane's normal axis is x, y or z, got {axis!r}")
+    size = ds.sizes[axis]
+    index = size // 2 if index is None else index
+    if not 0 <= index < size:
+        raise ParameterError(f"plane index {index} is outside the grid: {axis} runs from 0 to {size - 1}")
     plugin = target_of(ds, target)
     obs = plugin.observables(ds, scheme=scheme)
     n = plugin.density(ds, obs.fermi_energy, scheme)
-    index = ds.sizes[axis] // 2 if index is None else index
     plane = n.isel({axis: index}).values  # only this plane is computed
     fig, ax = _subplots(figsize=(5, 4))
     im = ax.imshow(np.asarray(plane).T, origin="lower", cmap="viridis")

@@ -94,32 +94,59 @@ class TrainedModel(Predicts):
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
+        """The model in a folder; a damaged folder is a StoreError naming the file and
+        what is wrong with it (a model is never half loaded)."""
         path = Path(path)
-        meta_file = path / "model.json"
-        if not meta_file.is_file() or not (path / "weights.pt").is_file():
+        meta_file, weights_file = path / "model.json", path / "weights.pt"
+        if not meta_file.is_file() or not weights_file.is_file():
             raise StoreError(f"{path}: not a malaflow model (needs model.json and weights.pt)")
-        meta = json.loads(meta_file.read_text())
-        plugins = {}
-        for kind, make in (("descriptor", get_descriptor), ("model", get_model)):
-            try:
-                plugins[kind] = make(meta[kind]["plugin"], meta[kind]["params"])
-            except PluginError:
-                raise PluginError(
-                    f"{path} was trained with the {kind} plugin {meta[kind]['plugin']!r}, which is not "
-                    f"installed here; install the package that provides it (see `malaflow plugins`)"
-                ) from None
-        x_scaler = Scaler.from_dict(meta["scalers"]["inputs"])
-        y_scaler = Scaler.from_dict(meta["scalers"]["outputs"])
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{meta_file}: not valid JSON ({exc}); the model folder is damaged") from None
+        try:
+            plugins = {}
+            for kind, make in (("descriptor", get_descriptor), ("model", get_model)):
+                try:
+                    plugins[kind] = make(meta[kind]["plugin"], meta[kind]["params"])
+                except PluginError:
+                    raise PluginError(
+                        f"{path} was trained with the {kind} plugin {meta[kind]['plugin']!r}, which is not "
+                        f"installed here; install the package that provides it (see `malaflow plugins`)"
+                    ) from None
+            x_scaler = Scaler.from_dict(meta["scalers"]["inputs"])
+            y_scaler = Scaler.from_dict(meta["scalers"]["outputs"])
+            target = meta["target"]
+            energies, temperature = np.asarray(target["energies"], dtype=float), float(target["temperature"])
+            valence, spacing = {k: float(v) for k, v in meta["valence"].items()}, list(meta["grid_spacing"])
+        except (KeyError, TypeError, ValueError) as exc:
+            missing = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StoreError(f"{meta_file}: not a complete malaflow model description ({missing})") from None
         network = plugins["model"].build(len(x_scaler.shift), len(y_scaler.shift))
-        network.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
+        network.load_state_dict(_weights(weights_file, network))
         network.eval()
-        target = meta["target"]
         return cls(
-            network, meta["model"], meta["descriptor"], x_scaler, y_scaler,
-            np.asarray(target["energies"], dtype=float), float(target["temperature"]),
-            {k: float(v) for k, v in meta["valence"].items()}, list(meta["grid_spacing"]), meta.get("metadata", {}),
-            meta.get("dft", {}), meta.get("input_range"), target.get("name") or DEFAULT_TARGET,
+            network, meta["model"], meta["descriptor"], x_scaler, y_scaler, energies, temperature, valence, spacing,
+            meta.get("metadata", {}), meta.get("dft", {}), meta.get("input_range"), target.get("name") or DEFAULT_TARGET,
         )
+
+
+def _weights(path: Path, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``, checked against the network model.json describes."""
+    if path.stat().st_size == 0:
+        raise StoreError(f"{path}: empty file; the model folder is damaged (train again or restore it)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, OSError… for damaged files
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"{path}: not readable as torch weights ({reason}); the model folder is damaged") from None
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()} if isinstance(state, dict) else {}
+    if found != expected:
+        differ = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        detail = ", ".join(f"{k}: {found.get(k, 'missing')} here, {expected.get(k, 'none')} expected" for k in differ[:3])
+        raise StoreError(f"{path}: the weights do not fit the network of model.json ({detail})")
+    return state
 
 
 def load_model(path: str | Path) -> TrainedModel:

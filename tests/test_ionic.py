@@ -11,6 +11,7 @@ from ase.build import bulk
 from ase.geometry.rdf import get_rdf
 from typer.testing import CliRunner
 
+import malaflow
 from malaflow.cli import app
 from malaflow.ionic import (
     minimum_image_radius, radial_distribution, static_structure_factor, three_particle_correlation,
@@ -93,5 +94,10 @@ def test_structure_command(mala_data, tmp_path):
     result = CliRunner().invoke(app, ["structure", str(tmp_path / "traj.xyz"), "--r-max", "5"])
     assert result.exit_code == 0, result.output
     assert "3 frame(s), 108 atoms" in result.output and "first peak at 2.8" in result.output
+    store = tmp_path / "be2.zarr"
+    malaflow.write_snapshot(malaflow.read_snapshot(run, reader="qe"), store)
+    result = CliRunner().invoke(app, ["structure", str(store)])  # a snapshot: charges from its electrons
+    assert result.exit_code == 0, result.output
+    assert float(result.output.split("Ewald (ion–ion) energy:")[1].split()[0]) == pytest.approx(ewald, abs=1e-9)
     result = CliRunner().invoke(app, ["structure", str(run), "--valence", "Be:2"])
     assert result.exit_code != 0 and "--valence wants ELEMENT=CHARGE" in str(result.exception)

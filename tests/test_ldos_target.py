@@ -239,6 +239,10 @@ def test_cli_observables_and_plots(tmp_path, mala_data):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(backend)
+    for args, message in ((["--axis", "w"], "normal axis is x, y or z, got 'w'"),
+                          (["--index", "99"], "plane index 99 is outside the grid: z runs from 0 to 26")):
+        out = CliRunner().invoke(app, ["plot", "density", store, "-o", str(tmp_path / "bad.png"), *args])
+        assert out.exit_code != 0 and message in str(out.exception) and not (tmp_path / "bad.png").exists()
 
 
 def test_dos_target_stands_alone(mala_data):

@@ -204,6 +204,38 @@ def test_artifact_round_trip_and_missing_plugin(gaussian_model, tmp_path):
         malaflow.load_model(broken)
 
 
+def test_a_damaged_model_folder_is_named(gaussian_model, be2_catalog, tmp_path):
+    """Each way a model folder gets damaged: one message naming the file, from the API and
+    from `malaflow predict` / `malaflow test` (no traceback), the folder left as it was."""
+    weights = (gaussian_model / "weights.pt").read_bytes()
+    meta = json.loads((gaussian_model / "model.json").read_text())
+    wider = json.loads(json.dumps(meta))
+    wider["model"]["params"]["layers"] = [64]
+    damages = {
+        "truncated weights": ("weights.pt", weights[: len(weights) // 2], "weights.pt: not readable as torch weights"),
+        "random bytes": ("weights.pt", bytes(range(256)) * 8, "weights.pt: not readable as torch weights"),
+        "empty weights": ("weights.pt", b"", "weights.pt: empty file"),
+        "bad json": ("model.json", b'{"model": ', "model.json: not valid JSON"),
+        "missing keys": ("model.json", json.dumps({k: v for k, v in meta.items() if k != "scalers"}).encode(),
+                         "model.json: not a complete malaflow model description (no 'scalers')"),
+        "layer mismatch": ("model.json", json.dumps(wider).encode(), "weights.pt: the weights do not fit the network"),
+    }
+    structure = tmp_path / "be2.xyz"
+    malaflow.Snapshot.from_dataset(malaflow.open_snapshot(be2_catalog.store_path("be2-3"))).atoms.write(structure)
+    for name, (file, content, message) in damages.items():
+        folder = tmp_path / name.replace(" ", "-")
+        shutil.copytree(gaussian_model, folder)
+        (folder / file).write_bytes(content)
+        before = sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+        with pytest.raises(malaflow.StoreError, match=re.escape(message)):
+            malaflow.load_model(folder)
+        for args in (["predict", str(folder), str(structure)],
+                     ["test", str(folder), "--catalog", str(be2_catalog.path)]):
+            result = runner.invoke(app, args)
+            assert result.exit_code != 0 and message in str(result.exception), (name, args, result.output)
+        assert sorted((p.name, p.stat().st_size) for p in folder.iterdir()) == before
+
+
 def test_prediction_is_chunkwise_and_equals_the_stored_path(gaussian_model, be2_catalog):
     model = malaflow.load_model(gaussian_model)
     store = be2_catalog.store_path("be2-3")

@@ -88,7 +88,7 @@ def _frames_and_valence(source: str, catalog: Optional[Path], valence: Optional[
         from ..snapshot import Snapshot
 
         ds = open_store(source, catalog)
-        atoms = Snapshot.from_dataset(ds).to_atoms()
+        atoms = Snapshot.from_dataset(ds).atoms
         if not charges and len(set(atoms.get_chemical_symbols())) == 1 and ds.attrs.get("n_electrons"):
             charges = {atoms.get_chemical_symbols()[0]: ds.attrs["n_electrons"] / len(atoms)}
         return [atoms], charges
