@@ -69,6 +69,12 @@ def test_mala_nan_is_rejected_naming_the_file(be2_copy):
         malaflow.read_snapshot(be2_copy / "Be_snapshot2.out.npy")
 
 
+def test_mala_npy_of_strings_is_named(be2_copy):
+    np.save(be2_copy / "Be_snapshot2.out.npy", np.array(["a", "b"]))
+    with pytest.raises(InputFileError, match=r"Be_snapshot2\.out\.npy: holds <U1 values; the LDOS must be real numbers"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot2.out.npy")
+
+
 # ------------------------------------------------------------------ Quantum ESPRESSO
 
 
@@ -163,6 +169,12 @@ def test_qe_cube_with_wrong_value_count(be2_copy):
     text[3] = text[3].replace("18", "17", 1)
     cube.write_text("\n".join(text) + "\n")
     with pytest.raises(InputFileError, match=r"tmp\.pp05Be_ldos\.cube: header says a 17×18×27 grid \(8262 values\), the file holds 8748"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+
+
+def test_qe_cube_of_binary_garbage_is_named(be2_copy):
+    (be2_copy / "cubes" / "tmp.pp05Be_ldos.cube").write_bytes(bytes(range(128, 256)) * 64)
+    with pytest.raises(InputFileError, match=r"tmp\.pp05Be_ldos\.cube: not a cube file: binary content"):
         malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
 
 

@@ -55,6 +55,8 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         arr = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise InputFileError(path, f"not a readable .npy file ({what}): {exc}") from None
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputFileError(path, f"holds {arr.dtype} values; {what} must be real numbers")
     check_finite(path, arr, what)
     return np.asarray(arr)
 

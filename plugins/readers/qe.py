@@ -186,8 +186,10 @@ def read_cube(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "missing: expected a cube file here")
-    with open(path) as fh:
-        text = fh.read()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not a cube file: binary content where text was expected") from None
     lines = text.split("\n", 6 + 1)
     try:
         n_atoms = abs(int(lines[2].split()[0]))
