@@ -208,6 +208,9 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
     from .runtime import run_tasks
 
     config = GenerationConfig.load(config)
+    for element, name in sorted(config.qe.pseudopotentials.items()):  # before anything is written
+        if not (Path(config.qe.pseudo_dir) / name).is_file():
+            raise GenerationError(f"the pseudopotential of {element}, {name}, is not in pseudo_dir {config.qe.pseudo_dir}")
     out = Path(config.output)
     catalog_path = Path(config.catalog)
     cat = Catalog.load(catalog_path) if catalog_path.exists() else Catalog(catalog_path)

@@ -82,3 +82,24 @@ def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path, monkeypat
     reason = failed[bad["failed"][0]]
     assert "did not converge" in reason["reason"] and (tmp_path / "generated" / "scratch").is_dir()
     assert len(malaflow.Catalog.load(tmp_path / "catalog.yaml").records) == 3  # nothing failed was ingested
+
+
+def test_a_missing_pseudopotential_stops_before_anything_is_written(tmp_path):
+    """No pseudopotential file: one message, exit code non-zero, no output folder or catalog.
+    Configurations that fail on their own are recorded, and the exit code says so."""
+    from typer.testing import CliRunner
+
+    from malaflow.cli import app
+
+    config = be_config(tmp_path / "new", count=1)
+    config["qe"]["pseudopotentials"] = {"Be": "Be.missing.UPF"}
+    path = tmp_path / "gen.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["generate", str(path)])
+    assert result.exit_code != 0 and "the pseudopotential of Be, Be.missing.UPF, is not in pseudo_dir" in str(
+        result.exception)
+    assert not (tmp_path / "new").exists()
+    config["qe"]["pseudopotentials"] = {"Al": "../Al/Al.pbe-n-rrkjus_psl.1.0.0.UPF"}  # none for Be
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["generate", str(path)])
+    assert result.exit_code == 1 and "failed: 1" in result.output and "done: 0" in result.output

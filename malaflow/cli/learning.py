@@ -170,6 +170,7 @@ def generate_cmd(
         typer.echo(f"{state}: {len(result[state])}" + (f"  ({', '.join(result[state])})" if result[state] else ""))
     if result["failed"]:
         typer.echo("failures and their reasons: 'failed:' in the catalog (scratch folders kept); run again to retry")
+        raise typer.Exit(1)
 
 
 @app.command("demo")
