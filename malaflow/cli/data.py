@@ -52,6 +52,22 @@ def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catal
     typer.echo(observables_table(open_store(target, catalog), scheme, pseudo_dir))
 
 
+@app.command("align")
+def align_cmd(
+    targets: list[str] = typer.Argument(..., help="Snapshot stores or catalog ids to align"),
+    reference: str = typer.Option(..., help="The snapshot whose band bottom the others are moved onto"),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the aligned copies (descriptors included)"),
+    threshold: float = typer.Option(1e-3, help="Band bottom: where the mean LDOS first exceeds this × its peak"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Align the LDOS of snapshots on their band bottom (MALA's LDOSAligner); prints each shift."""
+    from ..ldos_alignment import align_stores
+
+    shifts = align_stores([store_of(t, catalog) for t in targets], store_of(reference, catalog), output, threshold)
+    for store, k in shifts.items():
+        typer.echo(f"{store}: shifted by {k:+d} energy steps → {output / Path(store).name}")
+
+
 @app.command("structure")
 def structure_cmd(
     source: str = typer.Argument(..., help="A snapshot store or catalog id, or any file ASE reads (a trajectory: all frames)"),
