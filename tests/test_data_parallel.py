@@ -136,7 +136,7 @@ def test_a_study_trial_trains_on_two_replicas(be2_catalog, tmp_path, client):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs an NVIDIA GPU, two of them")
 def test_two_gpu_replicas_over_nccl_train_to_the_single_gpu_weights(be2_catalog, tmp_path):
     pytest.importorskip("dask_cuda")
     settings = dict(epochs=3, device="cuda", **SMALL)
