@@ -178,6 +178,23 @@ def test_qe_cube_of_binary_garbage_is_named(be2_copy):
         malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
 
 
+def test_qe_missing_cube_or_impossible_value_is_refused_at_ingest(be2_copy, mala_data):
+    for part in (be2_copy / "cubes").glob("*_part*"):  # the split run's cubes would fill the gap
+        part.unlink()
+    missing = be2_copy / "cubes" / "tmp.pp09Be_ldos.cube"
+    missing.unlink()
+    with pytest.raises(InputFileError, match=r"cubes: no LDOS cube at 15 eV between 12.5 and 17.5 eV"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+    shutil.copyfile(mala_data / "Be2" / "cubes" / missing.name, missing)
+    cube = be2_copy / "cubes" / "tmp.pp10Be_ldos.cube"
+    lines = cube.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if i > 8 and len(line.split()) == 6)
+    lines[first] = " ".join(["-5000.0", *lines[first].split()[1:]])
+    cube.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError, match=r"tmp\.pp10Be_ldos\.cube: LDOS value -\d+.* cannot be this negative"):
+        malaflow.read_snapshot(be2_copy / "Be_snapshot0.out", ldos="cubes/")
+
+
 def test_qe_cube_of_another_grid(be2_copy, tmp_path):
     from ase.io.cube import write_cube
     from malaflow_plugins.readers.qe import read_cube

@@ -283,9 +283,31 @@ def read_ldos_cubes(
             continue
         by_energy[key] = (f, cube["data"])
     energies = np.array(sorted(by_energy))
+    _check_energy_gaps(energies, files[0].parent)
     ldos = np.stack([by_energy[e][1] for e in energies], axis=-1)
     ldos /= RYDBERG_EV * BOHR_ANGSTROM**3
+    _check_sign(ldos, [by_energy[e][0] for e in energies])
     return ldos, energies, broadening
+
+
+def _check_energy_gaps(energies: np.ndarray, folder: Path) -> None:
+    """A step twice its neighbours' is a missing cube (a split run may change the step
+    for good, which is no gap)."""
+    step = np.diff(energies)
+    for i in range(1, len(step) - 1):
+        if step[i] > 1.5 * max(step[i - 1], step[i + 1]):
+            missing = energies[i] + step[i - 1]
+            raise InputFileError(folder, f"no LDOS cube at {missing:g} eV between {energies[i]:g} and "
+                                         f"{energies[i + 1]:g} eV: a cube of the pp.x run is missing")
+
+
+def _check_sign(ldos: np.ndarray, files: list[Path]) -> None:
+    """pp.x's LDOS is ≥ 0 up to noise (−3e-4 of the peak in real runs); far below is a damaged file."""
+    low = ldos.min(axis=(0, 1, 2))
+    worst = int(np.argmin(low))
+    if low[worst] < -1e-2 * ldos.max():
+        raise InputFileError(files[worst], f"LDOS value {low[worst]:.4g} 1/(eV·Å³): a density of states cannot be "
+                                           f"this negative (the largest value is {ldos.max():.4g})")
 
 
 # --------------------------------------------------------------------------- reader
