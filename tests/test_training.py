@@ -82,6 +82,29 @@ def test_resumed_training_ends_with_the_same_weights(be2_catalog, tmp_path):
     assert (part / "history.csv").read_text().count("\n") == 8  # header + 7 epochs
 
 
+def test_ctrl_c_says_where_training_resumes(be2_catalog, tmp_path):
+    """SIGINT mid-run: exit code 130 and one line naming the checkpoint to resume from."""
+    import signal
+    import time
+
+    cfg = config(be2_catalog, tmp_path / "run", epochs=500, checkpoint_every=1, early_stopping=0,
+                 descriptor={"plugin": "gaussian", "params": {}}, model={"plugin": "feedforward", "params": {"layers": [8]}})
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "malaflow.cli", "train", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted: the checkpoint of epoch \d+ is in .*checkpoint\.pt; train again to resume "
+                        r"from it \(the same weights\)", line), err
+    assert "Traceback" not in err
+
+
 def test_a_finished_training_continues_to_more_epochs(be2_catalog, tmp_path):
     """A finished 3-epoch run raised to 6 epochs (CLI --epochs) ends with the weights of one
     6-epoch run, bit for bit (a step schedule: it does not depend on the epoch count);

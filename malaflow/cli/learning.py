@@ -35,13 +35,28 @@ def train_cmd(
     cfg = TrainingConfig.load(config)
     overrides = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
-    with on_cluster(cluster):
-        path = train(cfg, resume=resume, max_epochs=max_epochs)
+    try:
+        with on_cluster(cluster):
+            path = train(cfg, resume=resume, max_epochs=max_epochs)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {_resume_point(Path(cfg.output))}", err=True)
+        raise typer.Exit(130) from None
     model = load_model(path)
     cat = Catalog.load(cfg.catalog or default_catalog_path())
     ids = model.metadata["validation_snapshots"]
     typer.echo(f"model: {path}  (history: {path / 'history.csv'})\nvalidation:")
     typer.echo(errors_table([e for e, *_ in evaluate_stores(model, {i: cat.store_path(i) for i in ids})]))
+
+
+def _resume_point(output: Path) -> str:
+    """Where an interrupted training run goes on from."""
+    import torch
+
+    checkpoint = output / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return f"no checkpoint written yet in {output}; training again starts from the beginning"
+    epoch = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["epoch"]
+    return f"the checkpoint of epoch {epoch} is in {checkpoint}; train again to resume from it (the same weights)"
 
 
 @app.command("shuffle")
