@@ -91,13 +91,19 @@ class TrainingRun:
         if not self.replica.writes:
             return
         tmp = self.checkpoint_file.with_name(".checkpoint.pt.tmp")
-        torch.save({
-            "config": dataclasses.asdict(self.config), "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "state": self.state,
-        }, tmp)
-        os.replace(tmp, self.checkpoint_file)
+        try:
+            torch.save({
+                "config": dataclasses.asdict(self.config), "network": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "state": self.state,
+            }, tmp)
+            os.replace(tmp, self.checkpoint_file)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise MalaflowError(f"could not write the checkpoint of epoch {self.state['epoch']} to "
+                                f"{self.checkpoint_file} ({exc}); the previous one is intact — free space "
+                                "and train again to resume") from None
 
     # ------------------------------------------------------------------ epochs
 

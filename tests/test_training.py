@@ -82,6 +82,27 @@ def test_resumed_training_ends_with_the_same_weights(be2_catalog, tmp_path):
     assert (part / "history.csv").read_text().count("\n") == 8  # header + 7 epochs
 
 
+def test_a_full_disk_at_a_checkpoint_is_one_message_and_leaves_no_temporary(be2_catalog, tmp_path, monkeypatch):
+    settings = dict(epochs=4, checkpoint_every=2, early_stopping=0, descriptor={"plugin": "gaussian", "params": {}},
+                    model={"plugin": "feedforward", "params": {"layers": [8]}}, batch_size=256)
+    cfg = config(be2_catalog, tmp_path / "run", **settings)
+    malaflow.train(cfg, max_epochs=2, progress=False)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if str(f).endswith(".checkpoint.pt.tmp"):
+            Path(f).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0 (No space left on device)")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(malaflow.MalaflowError, match=r"could not write the checkpoint of epoch 4 .* previous one is intact"):
+        malaflow.train(cfg, progress=False)
+    assert not (tmp_path / "run" / ".checkpoint.pt.tmp").exists()
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
 def test_ctrl_c_says_where_training_resumes(be2_catalog, tmp_path):
     """SIGINT mid-run: exit code 130 and one line naming the checkpoint to resume from."""
     import signal
