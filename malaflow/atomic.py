@@ -69,7 +69,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise StoreError(f"{path} exists already; pass overwrite=True to replace it")
+        raise StoreError(f"{path} exists already; replace it with overwrite=True (--overwrite / --force at the command line) or choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     tmp = path.parent / f".malaflow-tmp-{path.name}-h{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -240,7 +240,7 @@ class Catalog:
         reader = reader or _reader_that_read(path)
         id = check_id(id or _default_id(path))
         if any(r.id == id for r in self.records) and not overwrite:
-            raise CatalogError(f"{self.path}: snapshot {id!r} is recorded already; pass overwrite=True or another id")
+            raise CatalogError(f"{self.path}: snapshot {id!r} is recorded already; replace it with overwrite=True (--overwrite at the command line) or choose another id")
         if split is not None and split not in SPLITS:
             raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         store_path = Path(store) if store is not None else self.root / self.store_dir / f"{id}.zarr"

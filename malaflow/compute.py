@@ -214,7 +214,7 @@ def _compute(items: list, descriptor: Descriptor, name: str, grid_shape, chunks,
                     raise StoreError(
                         f"{path}: descriptors/{name} was computed with other parameters "
                         f"({open_descriptors(path, name).attrs.get('params')}); "
-                        "pass overwrite=True to replace it"
+                        "replace it with overwrite=True (--overwrite at the command line)"
                     )
                 partial, resumed = open_partial(path, descriptor, structure, grid, sizes, dtype)
                 if resumed and descriptor.blockwise:

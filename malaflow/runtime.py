@@ -250,10 +250,10 @@ def _local_cuda_cluster(config: Mapping[str, Any]):
 
 @contextlib.contextmanager
 def cluster(config: Mapping[str, Any] | str | Path | None = None, wait_for_workers: int | None = None,
-            timeout: float = 300.0) -> Iterator[Any]:
+            timeout: float = 300.0, announce: bool = True) -> Iterator[Any]:
     """A ``distributed.Client`` on the cluster a config describes, closed afterwards.
 
-    The dashboard link is logged (and printed by the CLI). ``wait_for_workers`` blocks
+    The dashboard link is logged (``announce``; the CLI prints it itself). ``wait_for_workers`` blocks
     until that many workers are up (batch jobs may queue for a while)."""
     from distributed import Client
 
@@ -262,7 +262,8 @@ def cluster(config: Mapping[str, Any] | str | Path | None = None, wait_for_worke
     try:
         client = Client(settings["address"]) if dask_cluster is None else Client(dask_cluster)
         with client:
-            log.warning("Dask dashboard: %s", client.dashboard_link)
+            if announce:
+                log.warning("Dask dashboard: %s", client.dashboard_link)
             if wait_for_workers:
                 client.wait_for_workers(wait_for_workers, timeout=timeout)
             yield client

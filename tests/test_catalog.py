@@ -90,6 +90,14 @@ def test_bad_input_writes_nothing(demo_catalog, tmp_path):
         demo_catalog.add(tmp_path / "raw" / "Be_snapshot1.out.npy", id="be-1")
 
 
+def test_cli_says_what_it_did_and_how_to_replace(demo_catalog, tmp_path):
+    result = runner.invoke(app, ["catalog", "ingest", "--catalog", str(demo_catalog.path)])
+    assert result.exit_code == 0 and "nothing to do: every store of" in result.output
+    result = runner.invoke(app, ["catalog", "add", str(tmp_path / "raw" / "Be_snapshot1.info.json"), "--id", "be-1",
+                                 "--catalog", str(demo_catalog.path)])
+    assert result.exit_code != 0 and "--overwrite at the command line" in str(result.exception)
+
+
 RECORD = {"id": "a", "code": "qe", "reader": "qe", "source": "a.out", "store": "stores/a.zarr"}
 
 

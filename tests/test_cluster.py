@@ -173,3 +173,8 @@ def test_cli_cluster_option(tmp_path):
     result = CliRunner().invoke(app, ["descriptors", "compute", str(store), "-p", "gaussian", "--cluster", str(config)])
     assert result.exit_code == 0, result.output
     assert "Dask dashboard: http" in result.output and "descriptors/gaussian (16, 16, 16, 1) written" in result.output
+    # at a shell: the dashboard line, not Dask's own INFO log (that with -v)
+    quiet = subprocess.run([sys.executable, "-m", "malaflow.cli", "descriptors", "compute", str(store), "-p", "gaussian",
+                            "--cluster", str(config)], capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Dask dashboard: http" in quiet.stderr and "INFO distributed" not in quiet.stderr, quiet.stderr

@@ -41,7 +41,11 @@ def on_cluster(config: Optional[Path]):
         return
     from ..runtime import cluster
 
-    with cluster(config) as client:
+    import distributed  # noqa: F401  (its import sets its loggers to INFO: quiet them unless -v)
+
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    with cluster(config, announce=False) as client:
         typer.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         yield client
 

@@ -209,8 +209,11 @@ def catalog_ingest(
 ) -> None:
     """Write the Zarr stores of catalogued snapshots from their raw files."""
     cat = catalog_at(catalog, write=True)
-    for store in cat.ingest(ids or None, force=force):
+    written = cat.ingest(ids or None, force=force)
+    for store in written:
         typer.echo(f"wrote {store}")
+    if not written:
+        typer.echo(f"nothing to do: every store of {cat.path} exists (--force rewrites them)")
 
 
 @catalog_app.command("validate")
