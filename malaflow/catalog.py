@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
 from .catalog_record import RECORD_FIELDS, REQUIRED_FIELDS, SPLITS, SnapshotRecord, plain
 from .catalog_sync import State
@@ -297,7 +298,7 @@ class Catalog:
                 raise CatalogError(f"snapshot {id!r}: raw file {p} changed since it was catalogued (checksum differs)")
 
     def ingest(
-        self, ids: Iterable[str] | None = None, force: bool = False, chunks: Chunks = None
+        self, ids: Iterable[str] | None = None, force: bool = False, chunks: Chunks = None, progress: bool = True,
     ) -> list[Path]:
         """Write the Zarr store of each record (all, or ``ids``) from its raw files.
 
@@ -305,10 +306,10 @@ class Catalog:
         checked against their checksums first.
         """
         written = []
-        for record in [self.get(i) for i in ids] if ids is not None else list(self.records):
+        records = [self.get(i) for i in ids] if ids is not None else list(self.records)
+        todo = [r for r in records if force or not self.resolve(r.store).exists()]
+        for record in tqdm(todo, desc="writing stores", unit="snapshot", disable=not progress or len(todo) < 2):
             store = self.resolve(record.store)
-            if store.exists() and not force:
-                continue
             self.verify(record.id)
             options = dict(record.options)
             snapshot = read_snapshot(self.resolve(record.source), reader=record.reader, **options)

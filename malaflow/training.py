@@ -188,6 +188,7 @@ def selected_snapshots(config: TrainingConfig) -> Snapshots:
     cat = Catalog.load(config.catalog or default_catalog_path(write=True))
     train_ids = select_ids(cat, config.train, "training")
     val_ids = select_ids(cat, config.validation, "validation")
+    cat.ingest(train_ids + val_ids)  # stores not written yet come from the raw files now
     return Snapshots(cat, train_ids, val_ids, {id: cat.store_path(id) for id in dict.fromkeys(train_ids + val_ids)})
 
 

@@ -98,6 +98,20 @@ def test_cli_says_what_it_did_and_how_to_replace(demo_catalog, tmp_path):
     assert result.exit_code != 0 and "--overwrite at the command line" in str(result.exception)
 
 
+def test_training_and_testing_write_the_stores_they_need(demo_catalog, tmp_path):
+    """A catalog whose stores are not written yet (a fresh clone): train and test ingest them."""
+    for i in range(4):
+        shutil.rmtree(demo_catalog.store_path(f"be-{i}"))
+    model = malaflow.train({"catalog": str(demo_catalog.path), "output": str(tmp_path / "m"), "epochs": 1,
+                            "descriptor": {"plugin": "gaussian", "params": {}}, "early_stopping": 0,
+                            "model": {"plugin": "feedforward", "params": {"layers": [8]}}}, progress=False)
+    assert all(demo_catalog.store_path(f"be-{i}").is_dir() for i in range(3))
+    assert not demo_catalog.store_path("be-3").exists()
+    result = runner.invoke(app, ["test", str(model), "--catalog", str(demo_catalog.path)])
+    assert result.exit_code == 0, result.output
+    assert demo_catalog.store_path("be-3").is_dir() and "be-3" in result.output
+
+
 RECORD = {"id": "a", "code": "qe", "reader": "qe", "source": "a.out", "store": "stores/a.zarr"}
 
 

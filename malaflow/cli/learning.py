@@ -157,6 +157,7 @@ def test_cmd(
         raise MalaflowError(f"no snapshots with split {' or '.join(splits)}"
                             + (f" in dataset {dataset!r}" if dataset else "") + f" in {cat.path}")
     trained = load_model(model)
+    cat.ingest(chosen)  # stores not written yet come from the raw files now
     with on_cluster(cluster):
         results = evaluate_stores(trained, {id: cat.store_path(id) for id in chosen})
         errors = [e for e, _, _ in results]
