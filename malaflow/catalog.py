@@ -35,6 +35,7 @@ from .store import open_snapshot, write_snapshot
 log = logging.getLogger(__name__)
 
 CATALOG_VERSION = 1
+TOP_LEVEL_KEYS = {"version", "store_dir", "datasets", "snapshots", "failed"}
 
 
 class Catalog:
@@ -83,6 +84,10 @@ class Catalog:
             raise CatalogError(str(exc)) from None
         if not isinstance(doc, dict):
             raise CatalogError(f"{path}: expected a mapping with 'snapshots:' at the top level")
+        unknown = sorted(set(doc) - TOP_LEVEL_KEYS)
+        if unknown:
+            raise CatalogError(f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))}; a catalog holds "
+                               f"{', '.join(sorted(TOP_LEVEL_KEYS))}")
         if doc.get("version", CATALOG_VERSION) != CATALOG_VERSION:
             raise CatalogError(f"{path}: catalog version {doc.get('version')!r}; this malaflow reads {CATALOG_VERSION}")
         snapshots = doc.get("snapshots") or []

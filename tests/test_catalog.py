@@ -112,6 +112,13 @@ def test_training_and_testing_write_the_stores_they_need(demo_catalog, tmp_path)
     assert demo_catalog.store_path("be-3").is_dir() and "be-3" in result.output
 
 
+def test_a_top_level_typo_is_named(demo_catalog):
+    text = demo_catalog.path.read_text().replace("store_dir:", "store_dirr:")
+    demo_catalog.path.write_text(text)
+    with pytest.raises(CatalogError, match=r"unknown top-level key\(s\) 'store_dirr'; a catalog holds"):
+        Catalog.load(demo_catalog.path)
+
+
 RECORD = {"id": "a", "code": "qe", "reader": "qe", "source": "a.out", "store": "stores/a.zarr"}
 
 
