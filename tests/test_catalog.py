@@ -119,6 +119,14 @@ def test_a_top_level_typo_is_named(demo_catalog):
         Catalog.load(demo_catalog.path)
 
 
+def test_a_catalog_id_wins_over_a_folder_of_the_same_name(demo_catalog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "be-1").mkdir()  # e.g. a folder of raw files named like the snapshot
+    result = runner.invoke(app, ["info", "be-1", "--catalog", str(demo_catalog.path)])
+    assert result.exit_code == 0, result.exception
+    assert "2 atoms (Be)" in result.output
+
+
 RECORD = {"id": "a", "code": "qe", "reader": "qe", "source": "a.out", "store": "stores/a.zarr"}
 
 

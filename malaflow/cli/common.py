@@ -87,8 +87,16 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 
 def store_of(target: str, catalog: Optional[Path]) -> Path:
-    """A store path given as a path or as a catalog id."""
+    """A store path given as a path or as a catalog id; a bare name the catalog knows is
+    its id even when a folder of that name happens to be here."""
     path = Path(target)
+    if len(path.parts) == 1 and path.suffix != ".zarr":
+        try:
+            cat = catalog_at(catalog)
+        except MalaflowError:  # no catalog here: the name can only be a path
+            cat = None
+        if cat is not None and any(r.id == target for r in cat.records):
+            return cat.store_path(target)
     return path if path.exists() else catalog_at(catalog).store_path(target)
 
 
