@@ -17,19 +17,22 @@ app = typer.Typer(
     help="malaflow: learn the electronic structure of materials (LDOS on real-space grids).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without "<bool>", every "[default: …]" shown
 )
-catalog_app = typer.Typer(help="Query and extend the snapshot catalog (catalog.yaml).", no_args_is_help=True)
+catalog_app = typer.Typer(help="Query and extend the snapshot catalog (catalog.yaml).", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(catalog_app, name="catalog")
-descriptors_app = typer.Typer(help="Descriptor plugins: list them, compute them into snapshot stores.", no_args_is_help=True)
+descriptors_app = typer.Typer(help="Descriptor plugins: list them, compute them into snapshot stores.",
+                              no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(descriptors_app, name="descriptors")
-plot_app = typer.Typer(help="Plots of a snapshot (PNG).", no_args_is_help=True)
+plot_app = typer.Typer(help="Plots of a snapshot (PNG).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(plot_app, name="plot")
 
 ClusterOption = typer.Option(
-    None, "--cluster", help="Dask cluster config (YAML): kind local|slurm|pbs|address, see `malaflow.cluster`"
+    None, "--cluster", help="Dask cluster config (YAML): kind local|local-cuda|slurm|pbs|address, see `malaflow.cluster`"
 )
 CatalogOption = typer.Option(
-    None, "--catalog", "-c", help="catalog.yaml to use [default: $MALAFLOW_CATALOG, ./catalog.yaml, or the shipped one]"
+    None, "--catalog", "-c", help="catalog.yaml to use (default: $MALAFLOW_CATALOG, else ./catalog.yaml, else the shipped one)"
 )
 
 
