@@ -179,7 +179,7 @@ class BatchLoader:
         self.widths = (self.pairs[0].inputs.shape[3], self.pairs[0].outputs.shape[3])
         self.n_points = int(self.sizes.sum())
         size_mb = self.n_points * sum(self.widths) * 4 / 2**20
-        self.cached = size_mb / replicas <= cache_mb
+        self.cached = size_mb <= cache_mb  # not per replica: the sample order must not depend on their number
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         log.info("%d points (%.0f MB scaled): %s", self.n_points, size_mb, "cached in memory" if self.cached else "streamed")
 
