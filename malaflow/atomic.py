@@ -5,6 +5,7 @@ are recognised (host and process recorded in the name) and removed."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -76,6 +77,11 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     try:
         yield tmp
         move_into_place(tmp, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(f"no space left on the device writing {path} ({exc.strerror}); nothing of it was kept "
+                         "and existing data is untouched: free space and run the command again") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

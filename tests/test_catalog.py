@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import dask.array as da
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -132,6 +134,26 @@ def test_help_shows_flags_and_defaults_plainly():
     assert "--resume / --no-resume" in text and "<bool>" not in text and "[default: resume]" in text
     info = " ".join(runner.invoke(app, ["info", "--help"]).output.split())  # as read, not as wrapped
     assert "(default: $MALAFLOW_CATALOG, else ./catalog.yaml, else the shipped one)" in info
+
+
+def test_a_full_disk_during_add_is_one_message_and_changes_nothing(demo_catalog, tmp_path, monkeypatch):
+    import errno
+
+    import xarray as xr
+
+    def full_disk(self, store, *args, **kwargs):
+        Path(store).mkdir(parents=True, exist_ok=True)
+        (Path(store) / "part").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", full_disk)
+    before = demo_catalog.path.read_text()
+    stores = sorted(p.name for p in (tmp_path / "stores").iterdir())
+    result = runner.invoke(app, ["catalog", "add", str(tmp_path / "raw" / "Be_snapshot1.info.json"), "--id", "new",
+                                 "--catalog", str(demo_catalog.path)])
+    assert result.exit_code != 0 and "no space left on the device writing" in str(result.exception)
+    assert demo_catalog.path.read_text() == before
+    assert sorted(p.name for p in (tmp_path / "stores").iterdir()) == stores  # no store, no temporary
 
 
 RECORD = {"id": "a", "code": "qe", "reader": "qe", "source": "a.out", "store": "stores/a.zarr"}
