@@ -6,9 +6,9 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import dask.array as da
-from pathlib import Path
 
 import numpy as np
 import pytest
