@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import dask.array as da
-
 import numpy as np
 import pytest
 import yaml
