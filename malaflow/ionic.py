@@ -53,16 +53,19 @@ def radial_distribution(configurations: Iterable, r_max: float, bins: int = 100)
     if not r_max > 0 or bins < 1:
         raise ParameterError(f"the RDF needs r_max > 0 and bins ≥ 1, got r_max={r_max}, bins={bins}")
     edges = np.linspace(0.0, r_max, bins + 1)
-    shells = 4.0 * np.pi / 3.0 * (edges[1:] ** 3 - edges[:-1] ** 3)
+    shells = shell_volumes(edges)
     g = np.zeros(bins)
-    frames = frames_of(configurations)
+    frames = _periodic_frames(configurations, "RDF")
     for atoms in frames:
-        if not all(atoms.pbc):
-            raise ParameterError("the RDF here is for periodic cells (pbc on all axes)")
         d = neighbor_list("d", atoms, r_max)
         n = len(atoms)
         g += np.histogram(d, bins=edges)[0] / (n * n / atoms.get_volume() * shells)
     return 0.5 * (edges[1:] + edges[:-1]), g / len(frames)
+
+
+def shell_volumes(edges: np.ndarray) -> np.ndarray:
+    """Volumes 4π/3 (r₂³ − r₁³) of the spherical shells between consecutive ``edges`` (Å³)."""
+    return 4.0 * np.pi / 3.0 * (edges[1:] ** 3 - edges[:-1] ** 3)
 
 
 def _periodic_frames(configurations, what: str) -> list:
@@ -158,8 +161,7 @@ def ionic_summary(configurations: Iterable, charges: Mapping[str, float] | None 
     after = g[peak:]
     minimum = peak + int(np.argmax(np.diff(after) > 0)) if np.any(np.diff(after) > 0) else len(g) - 1
     density = np.mean([len(a) / a.get_volume() for a in frames])
-    dr = r[1] - r[0]
-    shells = 4.0 * np.pi / 3.0 * ((r + dr / 2) ** 3 - (r - dr / 2) ** 3)
+    shells = shell_volumes(np.linspace(0.0, r_max, bins + 1))  # the bins of radial_distribution
     coordination = float(density * np.sum((g * shells)[: minimum + 1]))
     lines = [f"{len(frames)} frame(s), {len(frames[0])} atoms, density {density:.5f} atoms/Å³"]
     if g[peak] > 0:

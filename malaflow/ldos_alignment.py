@@ -46,21 +46,18 @@ def alignment_shift(mean_ldos: np.ndarray, reference: np.ndarray, threshold: flo
     guess = band_bottom(mean_ldos, threshold) - start
     stop = min(len(reference), start + window)
 
+    mean = xr.DataArray(mean_ldos, dims="energy")
+
     def misfit(k: int) -> float:
-        return float(np.sum((shifted(mean_ldos, k)[:stop] - reference[:stop]) ** 2))
+        return float(np.sum((shifted(mean, k).values[:stop] - reference[:stop]) ** 2))
 
     return min(range(guess - 2, guess + 3), key=lambda k: (misfit(k), abs(k - guess)))
 
 
-def shifted(values: np.ndarray, k: int) -> np.ndarray:
-    """``values[..., i + k]`` at i (zeros where that falls outside the grid)."""
-    out = np.zeros_like(values)
-    n = values.shape[-1]
-    if k >= 0:
-        out[..., : n - k] = values[..., k:]
-    else:
-        out[..., -k:] = values[..., : n + k]
-    return out
+def shifted(values: xr.DataArray, k: int) -> xr.DataArray:
+    """``values[..., i + k]`` at energy index i, zeros where that falls outside the grid
+    (lazy for a dask-backed LDOS)."""
+    return values.shift(energy=-k, fill_value=0.0)
 
 
 def align(ds: xr.Dataset, k: int) -> xr.Dataset:
@@ -72,7 +69,7 @@ def align(ds: xr.Dataset, k: int) -> xr.Dataset:
         raise ParameterError("aligning needs a uniform LDOS energy grid")
     delta = k * step
     out = ds.copy()
-    out["ldos"] = ds["ldos"].shift(energy=-k, fill_value=0.0)
+    out["ldos"] = shifted(ds["ldos"], k)
     n = float(ds.attrs.get("n_electrons") or 0.0)
     attrs = dict(ds.attrs)
     attrs["ldos_shift_ev"] = float(attrs.get("ldos_shift_ev", 0.0)) + delta

@@ -86,8 +86,8 @@ def shuffled_pairs(path: str | Path, descriptor: str, target: str, snapshots: li
     try:
         root = zarr.open_group(path, mode="r", zarr_format=3)
         attrs = dict(root.attrs)
-    except Exception:
-        raise StoreError(f"{path}: not a shuffled training set (write one with malaflow shuffle CONFIG -o {path})") from None
+    except Exception:  # zarr raises several kinds for a folder that is no group
+        attrs = {}
     if attrs.get("malaflow_shuffled") != 1:
         raise StoreError(f"{path}: not a shuffled training set (write one with malaflow shuffle CONFIG -o {path})")
     wanted = {"descriptor": descriptor, "target": target, "snapshots": list(snapshots)}
