@@ -238,9 +238,14 @@ class Catalog:
         store: str | Path | None = None,
         chunks: Chunks = None,
         overwrite: bool = False,
+        write_store: bool = True,
         **options: Any,
     ) -> SnapshotRecord:
-        """Read ``path`` with a reader plugin, write its Zarr store, record it, save."""
+        """Read ``path`` with a reader plugin, write its Zarr store, record it, save.
+
+        ``write_store=False`` records the snapshot only: :meth:`ingest` writes its store
+        when it is needed (many raw files recorded at once, stores written in parallel or
+        elsewhere; a catalog shipped read-only beside its raw files)."""
         path = Path(path)
         snapshot = read_snapshot(path, reader=reader, **options)
         reader = reader or _reader_that_read(path)
@@ -251,9 +256,10 @@ class Catalog:
             raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         store_path = Path(store) if store is not None else self.root / self.store_dir / f"{id}.zarr"
         unrecorded = store_path.exists() and store_path.resolve() not in self._recorded_stores()
-        if unrecorded:  # left by an add killed between writing the store and saving the record
+        if unrecorded and write_store:  # left by an add killed between writing the store and saving the record
             log.warning("%s exists but no record names it (an interrupted add?): replacing it", store_path)
-        write_snapshot(snapshot, store_path, chunks=chunks, overwrite=overwrite or unrecorded)
+        if write_store:
+            write_snapshot(snapshot, store_path, chunks=chunks, overwrite=overwrite or unrecorded)
         record = self._make_record(snapshot, id, reader, path, store_path, dataset, split, options)
         self.records = [r for r in self.records if r.id != id] + [record]
         self.save()
@@ -349,8 +355,10 @@ def _default_id(path: Path) -> str:
 
 
 def default_catalog_path(write: bool = False) -> Path:
-    """$MALAFLOW_CATALOG, else ./catalog.yaml, else (only for reading) the catalog shipped
-    beside the package. A command that writes never falls back to the package's folder."""
+    """$MALAFLOW_CATALOG, else ./catalog.yaml, else (only for reading, in a source checkout)
+    the repository's catalog of MALA's Be2 files. A command that writes never falls back to
+    the package's folder; an installed package has no such catalog (``malaflow demo`` makes
+    one of the shipped dataset in a folder of the user's)."""
     env = os.environ.get("MALAFLOW_CATALOG")
     if env:
         return Path(env)
@@ -359,7 +367,8 @@ def default_catalog_path(write: bool = False) -> Path:
     if write:
         raise CatalogError(f"no catalog.yaml in {Path.cwd()}: create one with `malaflow catalog init`, "
                            "pass --catalog PATH, or set MALAFLOW_CATALOG")
-    return Path(__file__).resolve().parent.parent / "catalog.yaml"
+    checkout = Path(__file__).resolve().parent.parent / "catalog.yaml"
+    return checkout if checkout.is_file() else Path("catalog.yaml")
 
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -24,7 +24,7 @@ import zarr
 
 from .descriptors import Descriptor, Structure, grid_blocks
 from .errors import MalaflowError, StoreError
-from .store import DESCRIPTOR_GROUP, list_descriptors, open_descriptors
+from .store import DESCRIPTOR_GROUP, grid_encoding, list_descriptors, open_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,9 @@ def open_partial(path: Path, descriptor: Descriptor, structure: Structure, grid,
         shutil.rmtree(partial)
     zarr.open_group(path, mode="a", zarr_format=3).require_group(DESCRIPTOR_GROUP)
     empty = da.zeros((*grid, n_features), chunks=sizes + (n_features,), dtype=dtype)
-    descriptor.as_dataarray(empty).to_dataset().to_zarr(
-        path, group=f"{DESCRIPTOR_GROUP}/{partial.name}", mode="w", zarr_format=3,
-        consolidated=False, compute=False,
-    )
+    layout = descriptor.as_dataarray(empty).to_dataset()
+    layout.to_zarr(path, group=f"{DESCRIPTOR_GROUP}/{partial.name}", mode="w", zarr_format=3,
+                   consolidated=False, compute=False, encoding=grid_encoding(layout))
     return partial, False
 
 

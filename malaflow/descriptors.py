@@ -80,8 +80,8 @@ class Structure:
                 wrapped[:, axis] -= np.floor(wrapped[:, axis])
                 wrapped[wrapped[:, axis] >= 1.0, axis] = 0.0  # -1e-17 wraps to exactly 1.0
         moved = np.flatnonzero(np.abs(wrapped - frac).max(axis=1) > 1e-12)
-        if len(moved):
-            log.warning(
+        if len(moved):  # along periodic axes the same crystal: worth a note, not a warning
+            log.info(
                 "%d atom(s) outside the cell (indices %s) wrapped back into it",
                 len(moved), ", ".join(map(str, moved[:10])) + (" …" if len(moved) > 10 else ""),
             )

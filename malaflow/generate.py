@@ -54,12 +54,23 @@ class QESettings:
     forces: bool = False  # tprnfor: pw.x prints the forces on the atoms
 
 
+LDOS_KERNELS = ("smearing", "gaussian")
+
+
 @dataclass
 class LDOSSettings:
     emin: float = -5.0
     emax: float = 20.0
     step: float = 2.5
-    broadening: float = 5.0  # pp.x degauss_ldos
+    broadening: float = 5.0  # pp.x degauss_ldos (eV)
+    # the broadening function: "smearing" is pp.x's default, the pw.x smearing (here −∂f/∂ε
+    # of a Fermi function of that width, fat tails: keep it narrow); "gaussian" (MALA's
+    # choice) needs QE ≥ 7.0 for use_gauss_ldos
+    kernel: str = "smearing"
+
+    def __post_init__(self) -> None:
+        if self.kernel not in LDOS_KERNELS:
+            raise ParameterError(f"generation config: ldos: kernel must be one of {LDOS_KERNELS}, got {self.kernel!r}")
 
 
 @dataclass
@@ -141,7 +152,9 @@ def pp_inputs(ldos: LDOSSettings) -> dict[str, str]:
     return {
         "ldos.in": ("&INPUTPP\n  outdir = 'temp'\n  prefix = 'snap'\n  plot_num = 3\n"
                     f"  emin = {ldos.emin}\n  emax = {ldos.emax}\n  delta_e = {ldos.step}\n"
-                    f"  degauss_ldos = {ldos.broadening}\n/\n&PLOT\n  iflag = 3\n  output_format = 6\n"
+                    f"  degauss_ldos = {ldos.broadening}\n"
+                    + ("  use_gauss_ldos = .true.\n" if ldos.kernel == "gaussian" else "")
+                    + "/\n&PLOT\n  iflag = 3\n  output_format = 6\n"
                     "  fileout = 'ldos.cube'\n/\n"),
         "density.in": ("&INPUTPP\n  outdir = 'temp'\n  prefix = 'snap'\n  filplot = 'rho.dat'\n  plot_num = 0\n/\n"
                        "&PLOT\n  iflag = 3\n  output_format = 6\n  fileout = 'density.cube'\n/\n"),

@@ -151,9 +151,12 @@ def eigenvalue_dos_comparison(ds: xr.Dataset, obs: Any) -> str | None:
     if "eigenvalues" not in ds or "energy" not in ds.coords or not width:
         return None
     energies = ds["energy"].values
-    from_eigenvalues = eigenvalue_dos(ds["eigenvalues"].values, ds["k_weights"].values, energies, width)
+    kernel = ds.attrs.get("ldos_broadening_kind")
+    if kernel is None:
+        return None
+    from_eigenvalues = eigenvalue_dos(ds["eigenvalues"].values, ds["k_weights"].values, energies, width, kernel)
     diff = np.abs(np.asarray(target_of(ds).dos(ds)) - from_eigenvalues).max()
-    line = f"DOS from the eigenvalues (Gaussian {width:g} eV, on the LDOS energies): "
+    line = f"DOS from the eigenvalues ({kernel} broadening {width:g} eV, on the LDOS energies): "
     if ds.attrs.get("fermi_energy") is not None:
         n = electron_count(from_eigenvalues, energies, ds.attrs["fermi_energy"], obs.temperature, obs.scheme)
         line += f"{n:.4f} electrons to the DFT Fermi level (DFT: {ds.attrs.get('n_electrons')}); "

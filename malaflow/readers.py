@@ -89,6 +89,17 @@ def file_provenance(paths: Iterable[str | Path]) -> dict[str, Any]:
     return {"files": {str(Path(p).resolve()): sha256(p) for p in paths}}
 
 
+def ldos_kernel(pp_input: str | None, smearing: str) -> str | None:
+    """The function pp.x broadened an LDOS with (``degauss_ldos`` its width): a Gaussian when
+    its input sets ``use_gauss_ldos``, otherwise the smearing of the pw.x run (Fermi–Dirac:
+    −∂f/∂ε, whose slow tails fill gaps); None for one :func:`eigenvalue_dos` does not know
+    (Marzari–Vanderbilt, Methfessel–Paxton)."""
+    if pp_input and re.search(r"use_gauss_ldos\s*=\s*\.true\.", pp_input, re.IGNORECASE):
+        return "gaussian"
+    smearing = smearing.lower()
+    return next((kernel for kernel in ("fermi-dirac", "gaussian") if kernel in smearing), None)
+
+
 def check_finite(path: str | Path, array: np.ndarray, what: str) -> None:
     bad = ~np.isfinite(array)
     if bad.any():

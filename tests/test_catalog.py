@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -132,7 +131,7 @@ def test_help_shows_flags_and_defaults_plainly():
     text = runner.invoke(app, ["train", "--help"]).output
     assert "--resume / --no-resume" in text and "<bool>" not in text and "[default: resume]" in text
     info = " ".join(runner.invoke(app, ["info", "--help"]).output.split())  # as read, not as wrapped
-    assert "(default: $MALAFLOW_CATALOG, else ./catalog.yaml, else the shipped one)" in info
+    assert "(default: $MALAFLOW_CATALOG, else ./catalog.yaml, else the repository's in a source checkout)" in info
 
 
 def test_a_full_disk_during_add_is_one_message_and_changes_nothing(demo_catalog, tmp_path, monkeypatch):
@@ -223,32 +222,6 @@ def test_cli_add_with_reader_options(tmp_path):
     np.testing.assert_allclose(Catalog.load(cat).open("Be_snapshot2").energy.values, -5 + 2.5 * np.arange(11))
 
 
-def test_demo_end_to_end(tmp_path):
-    """`malaflow demo` as a user runs it: a subprocess on a copy of the shipped catalog."""
-    cat = Catalog.load(REPO / "catalog.yaml")
-    cat.path = tmp_path / "catalog.yaml"
-    for r in cat.records:
-        r.source = cat.relative(REPO / r.source)
-        r.raw = {cat.relative(REPO / k): v for k, v in r.raw.items()}
-    cat.save()
-    result = subprocess.run([sys.executable, "-m", "malaflow.cli", "demo", "--catalog", str(cat.path)],
-                            capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "4 store(s) written" in result.stdout and result.stdout.count("2 atoms (Be)") == 4
-    assert "4 computed" in result.stdout and result.stdout.count("descriptors/bispectrum") == 4
-    assert len(re.findall(r"electrons +4\.000000 +4\.000000", result.stdout)) == 5  # N from the LDOS = DFT (4 + predicted)
-    assert (tmp_path / "demo-output" / "dos-be2-3.png").is_file()
-    snap = malaflow.load_snapshot(tmp_path / "stores" / "be2-3.zarr")
-    np.testing.assert_array_equal(np.asarray(snap.ldos), np.load(DEMO_DATA / "Be_snapshot3.out.npy"))
-    assert snap.descriptors["bispectrum"].shape == (18, 18, 27, 91)
-    # trained on be2-0/1, the test snapshot's band energy from the predicted LDOS is
-    # within 20 meV/atom of the one from the DFT LDOS
-    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("be2-3 "))
-    assert abs(float(row.split()[2])) < 20.0
-    assert (tmp_path / "demo-output" / "dos-predicted-be2-3.png").is_file()
-    assert (tmp_path / "demo-output" / "model" / "model.json").is_file()
-
-
 # ------------------------------------------------------------------ many writers
 
 ADDER = """
@@ -325,3 +298,25 @@ def test_a_store_left_by_an_interrupted_add_is_listed_and_replaced(demo_catalog,
     np.testing.assert_array_equal(stored.positions.values, malaflow.read_snapshot(source).positions)
     with pytest.raises(CatalogError, match="recorded already"):
         demo_catalog.add(source, id="late")
+
+
+def test_a_store_from_elsewhere_is_raw_data(tmp_path):
+    """A snapshot store (the zarr reader): recorded without writing a store (--no-store),
+    ingested into one identical in its arrays and attributes, its files checksummed."""
+    source = tmp_path / "elsewhere" / "be.zarr"
+    shutil.copytree(REPO / "malaflow" / "demo_data" / "Be2-298K" / "be2-298K-3.zarr", source)
+    path = tmp_path / "catalog.yaml"
+    result = runner.invoke(app, ["catalog", "add", str(source), "--no-store", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    cat = Catalog.load(path)
+    (record,) = cat.records
+    assert record.reader == "zarr" and record.id == "be" and not cat.store_path("be").exists()
+    assert len(record.raw) > 10 and all(k.startswith("elsewhere/be.zarr/") for k in record.raw)
+    assert cat.ingest() == [cat.store_path("be")]
+    copy, original = cat.open("be"), malaflow.open_snapshot(source)
+    np.testing.assert_array_equal(copy.ldos.values, original.ldos.values)
+    assert copy.attrs["reference"] == original.attrs["reference"]
+    assert copy.attrs["provenance"]["source_provenance"] == original.attrs["provenance"]
+    (source / "zarr.json").write_text((source / "zarr.json").read_text().replace("298.0", "299.0", 1))
+    with pytest.raises(CatalogError, match=r"be\.zarr/zarr\.json changed since it was catalogued"):
+        cat.ingest(force=True)

@@ -303,7 +303,7 @@ def test_bad_input_gives_clear_errors(be_store, caplog):
     inside = Atoms("Be2", positions=[[0.5, 0.5, 0.5], [1.5, 1.0, 2.0]], cell=[3, 3, 3], pbc=True)
     outside = inside.copy()
     outside.positions += [[3.0, -6.0, 0.0], [0.0, 0.0, 3.0]]
-    with caplog.at_level(logging.WARNING, logger="malaflow.descriptors"):
+    with caplog.at_level(logging.INFO, logger="malaflow.descriptors"):
         wrapped = compute_descriptors(outside, "gaussian", grid_shape=(4, 4, 4), progress=False)
     assert "2 atom(s) outside the cell" in caplog.text
     np.testing.assert_allclose(

@@ -69,8 +69,15 @@ def test_a_qe_snapshot_carries_its_eigenvalue_dos(mala_data, tmp_path):
     pw = parse_pw_output(run)
     np.testing.assert_array_equal(ds["eigenvalues"].values, pw["eigenvalues"])
     assert ds["k_weights"].values.sum() == pytest.approx(2.0, abs=1e-4)  # pw.x prints them to 7 digits: 1.99997
-    expected = malaflow.eigenvalue_dos(pw["eigenvalues"], pw["k_weights"], ds["energy"].values, 5.0)
+    # pp.x broadened these cubes with the run's Fermi–Dirac smearing (no use_gauss_ldos): the
+    # reader says so, and the grid sum of the LDOS is that DOS to 1.2e-7 of its peak (a
+    # Gaussian of the same width is 0.26 of the peak away)
+    assert ds.attrs["ldos_broadening_kind"] == "fermi-dirac"
+    expected = malaflow.eigenvalue_dos(pw["eigenvalues"], pw["k_weights"], ds["energy"].values, 5.0, "fermi-dirac")
     np.testing.assert_allclose(ds["dos"].values, expected, rtol=1e-6)  # float32 in the store
+    from_ldos = malaflow.get_target("ldos").dos(ds).values
+    assert np.abs(from_ldos - expected).max() < 1e-6 * expected.max()
     result = CliRunner().invoke(app, ["observables", str(store)])
     assert result.exit_code == 0, result.output
-    assert "DOS from the eigenvalues (Gaussian 5 eV" in result.output and "electrons to the DFT Fermi level" in result.output
+    assert "DOS from the eigenvalues (fermi-dirac broadening 5 eV" in result.output
+    assert "electrons to the DFT Fermi level" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 
@@ -53,6 +54,14 @@ def test_generate_ingest_rerun_and_failure(quantum_espresso, tmp_path, monkeypat
         # Fermi +21…+31 meV, band −14…−15 meV measured
         assert abs(d_fermi) < 0.060 and abs(d_band) < 0.050  # eV
         assert ds.ldos.shape[-1] == 181 and ds.attrs["ldos_broadening"] == pytest.approx(0.15)
+        # pp.x broadened with the run's smearing (QE 6.7 has no use_gauss_ldos): the LDOS summed
+        # over the grid is the eigenvalues' DOS with −∂f/∂ε of width 0.15 eV (2e-5 of the peak
+        # measured), not with a Gaussian (0.24 of the peak)
+        assert ds.attrs["ldos_broadening_kind"] == "fermi-dirac"
+        from_ldos = malaflow.get_target("ldos").dos(ds).values
+        for kernel, bound in (("fermi-dirac", lambda d: d < 2e-4), ("gaussian", lambda d: d > 0.05)):
+            eig = malaflow.eigenvalue_dos(ds.eigenvalues, ds.k_weights, ds.energy, 0.15, kernel)
+            assert bound(np.abs(from_ldos - eig).max() / eig.max()), kernel
         assert record.raw and all((cat.root / p).is_file() for p in record.raw)
     assert not (tmp_path / "generated" / "scratch").exists() or not any((tmp_path / "generated" / "scratch").iterdir())
 

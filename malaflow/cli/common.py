@@ -32,7 +32,7 @@ ClusterOption = typer.Option(
     None, "--cluster", help="Dask cluster config (YAML): kind local|local-cuda|slurm|pbs|address, see `malaflow.cluster`"
 )
 CatalogOption = typer.Option(
-    None, "--catalog", "-c", help="catalog.yaml to use (default: $MALAFLOW_CATALOG, else ./catalog.yaml, else the shipped one)"
+    None, "--catalog", "-c", help="catalog.yaml to use (default: $MALAFLOW_CATALOG, else ./catalog.yaml, else the repository's in a source checkout)"
 )
 
 

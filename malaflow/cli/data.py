@@ -182,14 +182,15 @@ def catalog_add(
     option: list[str] = typer.Option([], "--option", "-o", help="Reader option KEY=VALUE (repeatable), e.g. ldos=cubes/"),
     chunks: Optional[int] = typer.Option(None, help="Spatial chunk edge of the Zarr store [32]"),
     overwrite: bool = typer.Option(False, help="Replace a record and store with the same id"),
+    store: bool = typer.Option(True, "--store/--no-store", help="Write the Zarr store now (--no-store: at `catalog ingest`)"),
     catalog: Optional[Path] = CatalogOption,
 ) -> None:
     """Read PATH with a reader plugin, write its Zarr store, and record it."""
     cat_path = catalog or default_catalog_path(write=True)
     cat = Catalog.load(cat_path) if Path(cat_path).exists() else Catalog(cat_path)
     record = cat.add(path, reader=reader, id=id, dataset=dataset, split=split, chunks=chunks,
-                     overwrite=overwrite, **parse_options(option))
-    typer.echo(f"added {record.id} → {record.store}")
+                     overwrite=overwrite, write_store=store, **parse_options(option))
+    typer.echo(f"added {record.id} → {record.store}" + ("" if store else " (written at `malaflow catalog ingest`)"))
 
 
 @catalog_app.command("init")

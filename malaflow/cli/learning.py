@@ -190,8 +190,10 @@ def generate_cmd(
 
 
 @app.command("demo")
-def demo_cmd(catalog: Optional[Path] = CatalogOption) -> None:
-    """Run the main job on the shipped Be demo data: ingest, descriptors, observables, DOS plot."""
+def demo_cmd(
+    folder: Path = typer.Argument(Path("malaflow-demo"), help="Where its stores, model and plots go"),
+) -> None:
+    """Run the main job on the shipped Be data: stores, descriptors, DFT vs. LDOS, training, a prediction."""
     from ..demo import run_demo
 
-    run_demo(catalog or default_catalog_path())
+    run_demo(folder)

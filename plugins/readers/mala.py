@@ -24,7 +24,7 @@ import numpy as np
 
 from malaflow import Snapshot, get_plugin, hookimpl
 from malaflow.errors import InputFileError
-from malaflow.readers import FLOAT, Reader, check_finite, file_provenance
+from malaflow.readers import FLOAT, Reader, check_finite, file_provenance, ldos_kernel
 from malaflow.store import descriptor_array
 from malaflow.xarray_backend import backend_for
 
@@ -151,6 +151,8 @@ class MalaReader(Reader):
             energies, broadening, grid_source = self._energies(stem, ldos.shape[-1], energy_grid)
             snap.ldos, snap.energies = ldos, energies
             snap.attrs["ldos_broadening"] = broadening
+            if grid_source is not None:  # MALA's QE runs smear with Fermi–Dirac at the snapshot's temperature
+                snap.attrs["ldos_broadening_kind"] = ldos_kernel(grid_source.read_text(errors="replace"), "fermi-dirac")
             raw += [files[".out.npy"]] + ([grid_source] if grid_source else [])
         coordinates, named = None, snap.attrs.pop("descriptor_parameters", None)
         if load_descriptors and files[".in.npy"].is_file():
