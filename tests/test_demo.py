@@ -52,3 +52,14 @@ def test_demo_from_a_wheel_in_an_empty_folder(installed, tmp_path):
     package_data = subprocess.run(["find", installed["package"] + "/demo_data", "-newer", str(tmp_path)],
                                   capture_output=True, text=True).stdout
     assert package_data == "", f"the demo wrote into the installed package: {package_data}"
+
+
+def test_demo_into_a_file_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from malaflow.cli import app
+
+    (tmp_path / "taken").write_text("not a folder")
+    result = CliRunner().invoke(app, ["demo", str(tmp_path / "taken")])
+    assert result.exit_code == 1 and "taken: not a folder" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "taken").read_text() == "not a folder"
