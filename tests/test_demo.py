@@ -55,11 +55,9 @@ def test_demo_from_a_wheel_in_an_empty_folder(installed, tmp_path):
 
 
 def test_demo_into_a_file_is_one_line(tmp_path):
-    from typer.testing import CliRunner
-
-    from malaflow.cli import app
-
     (tmp_path / "taken").write_text("not a folder")
-    result = CliRunner().invoke(app, ["demo", str(tmp_path / "taken")])
-    assert result.exit_code == 1 and "taken: not a folder" in result.output and "Traceback" not in result.output
-    assert (tmp_path / "taken").read_text() == "not a folder"
+    run = subprocess.run([sys.executable, "-m", "malaflow.cli", "demo", "taken"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.startswith("error: taken: not a folder"), run.stderr
+    assert "Traceback" not in run.stderr and (tmp_path / "taken").read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
