@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import MalaflowError, ParameterError
 from ..units import BOHR_ANGSTROM, HARTREE_EV
-from .ewald import ewald
+from .ewald import ewald_energy_forces
 from .pseudopotential import FUNCTIONALS, GGA, Pseudopotential
 
 
@@ -187,6 +187,8 @@ class DensityFields:
     v_hartree: np.ndarray
     e_xc: float
     v_xc: np.ndarray
+    e_ewald: float  # ion–ion energy, Hartree
+    f_ewald: np.ndarray  # its forces, Hartree/Bohr: one Ewald sum serves energy and forces
 
     @property
     def voxel(self) -> float:
@@ -221,20 +223,20 @@ def density_fields(
     e_h, v_h = hartree(n, grid)
     n_core = core_density(grid, pos, species, ecutrho_ry)
     e_xc, v_xc = xc(n, n_core, grid, functional)
-    return DensityFields(grid, n, n_core, pos, species, functional, ecutrho_ry, e_h, v_h, e_xc, v_xc)
+    e_ewald, f_ewald = ewald_energy_forces(pos, np.array([p.z_valence for p in species]), grid.cell)
+    return DensityFields(grid, n, n_core, pos, species, functional, ecutrho_ry, e_h, v_h, e_xc, v_xc, e_ewald, f_ewald)
 
 
 def terms_of(fields: DensityFields, band_energy: float, entropy_contribution: float) -> EnergyTerms:
     """The energy terms (eV) of a density's fields, with the band energy and −TS (eV)."""
     f = fields
     deband = -f.voxel * float((f.n * (f.v_hartree + f.v_xc)).sum())
-    e_ewald = ewald(f.positions, np.array([p.z_valence for p in f.species]), f.grid.cell)
     return EnergyTerms(
         band_energy=band_energy,
         one_electron=band_energy + deband * HARTREE_EV,
         hartree=f.e_hartree * HARTREE_EV,
         xc=f.e_xc * HARTREE_EV,
-        ewald=e_ewald * HARTREE_EV,
+        ewald=f.e_ewald * HARTREE_EV,
         entropy_contribution=entropy_contribution,
     )
 

@@ -23,7 +23,6 @@ import numpy as np
 
 from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .energy import DensityFields, core_coefficients
-from .ewald import ewald_energy_forces
 from .pseudopotential import FUNCTIONALS, GGA
 
 
@@ -74,5 +73,4 @@ def core_forces(fields: DensityFields, dE_dncore: np.ndarray) -> np.ndarray:
 def ion_forces(fields: DensityFields, dE_dncore: np.ndarray) -> np.ndarray:
     """Forces (eV/Å) on the atoms from the core correction and the Ewald energy."""
     f = fields
-    _, ewald = ewald_energy_forces(f.positions, np.array([p.z_valence for p in f.species]), f.grid.cell)
-    return (core_forces(f, dE_dncore) + ewald) * HARTREE_EV / BOHR_ANGSTROM
+    return (core_forces(f, dE_dncore) + f.f_ewald) * HARTREE_EV / BOHR_ANGSTROM
