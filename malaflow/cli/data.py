@@ -52,6 +52,24 @@ def observables_cmd(target: str = SnapshotArg, scheme: str = SchemeOption, catal
     typer.echo(observables_table(open_store(target, catalog), scheme, pseudo_dir))
 
 
+@app.command("export")
+def export_cmd(
+    targets: list[str] = typer.Argument(..., help="Snapshot stores or catalog ids"),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the files"),
+    descriptor: str = typer.Option("bispectrum", help="The stored descriptors to write as NAME.in.npy"),
+    catalog: Optional[Path] = CatalogOption,
+) -> None:
+    """Write snapshots in MALA's layout (NAME.in.npy, NAME.out.npy, NAME.info.json, NAME.pp.ldos.in):
+    MALA trains and tests on the same data."""
+    from ..mala_export import export_mala
+
+    for target in targets:
+        store = store_of(target, catalog)
+        name = store.name[: -len(".zarr")] if store.name.endswith(".zarr") else store.name
+        written = export_mala(store, output, name, descriptor)
+        typer.echo(f"{target} → {', '.join(str(p) for p in written)}")
+
+
 @app.command("align")
 def align_cmd(
     targets: list[str] = typer.Argument(..., help="Snapshot stores or catalog ids to align"),
