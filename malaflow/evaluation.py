@@ -24,6 +24,9 @@ class Errors:
     density_relative: float  # Σ|n_pred − n_ref| / Σ n_ref
     n_atoms: int = 0
     outside_training: float = float("nan")  # fraction of points whose descriptors the training never saw
+    # an ensemble's predicted standard deviations (malaflow.ensemble.spread); NaN for one model
+    band_energy_sigma_mev_per_atom: float = float("nan")
+    fermi_sigma_mev: float = float("nan")
 
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
@@ -40,6 +43,13 @@ def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Err
     # the extrapolated share comes from the descriptor chunks the LDOS is predicted from: one pass
     share = predicted["extrapolated"].mean() if "extrapolated" in predicted else np.nan
     mse, l1, norm, share = (float(v) for v in dask.compute(diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum(), share))
+    sigma = {}
+    if "ldos_members" in predicted:
+        from .ensemble import spread
+
+        both = spread(predicted)
+        sigma = {"band_energy_sigma_mev_per_atom": 1000.0 * both["band_energy"]["std"] / n_atoms,
+                 "fermi_sigma_mev": 1000.0 * both["fermi_energy"]["std"]}
     return Errors(
         snapshot=name,
         ldos_mse=mse,
@@ -48,6 +58,7 @@ def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Err
         density_relative=l1 / norm,
         n_atoms=n_atoms,
         outside_training=share,
+        **sigma,
     )
 
 
@@ -80,11 +91,15 @@ def evaluate_stores(model, stores: Mapping[str, str | Path]) -> list[tuple[Error
 
 
 def errors_table(rows: list[Errors]) -> str:
-    lines = [f"{'snapshot':<16} {'LDOS MSE':>12} {'ΔE_band meV/atom':>17} {'ΔE_F meV':>10} {'density rel.':>13} "
-             f"{'extrapolated':>12}"]
+    """One line per snapshot; an ensemble's predicted σ beside each error it estimates."""
+    ensemble = any(np.isfinite(e.band_energy_sigma_mev_per_atom) for e in rows)
+    lines = [f"{'snapshot':<16} {'LDOS MSE':>12} {'ΔE_band meV/atom':>17} " + (f"{'σ':>8} " if ensemble else "")
+             + f"{'ΔE_F meV':>10} " + (f"{'σ':>8} " if ensemble else "") + f"{'density rel.':>13} {'extrapolated':>12}"]
     for e in rows:
-        lines.append(f"{e.snapshot:<16} {e.ldos_mse:12.4e} {e.band_energy_mev_per_atom:17.3f} "
-                     f"{e.fermi_mev:10.3f} {e.density_relative:13.5f} {_percent(e.outside_training):>12}")
+        band = f"{e.band_energy_mev_per_atom:17.3f} " + (f"{e.band_energy_sigma_mev_per_atom:8.3f} " if ensemble else "")
+        fermi = f"{e.fermi_mev:10.3f} " + (f"{e.fermi_sigma_mev:8.3f} " if ensemble else "")
+        lines.append(f"{e.snapshot:<16} {e.ldos_mse:12.4e} {band}{fermi}{e.density_relative:13.5f} "
+                     f"{_percent(e.outside_training):>12}")
     return "\n".join(lines)
 
 

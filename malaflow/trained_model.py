@@ -150,7 +150,12 @@ def _weights(path: Path, network: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | Path) -> TrainedModel:
-    """A trained model from its directory (``model.json`` + ``weights.pt``)."""
+    """A trained model from its directory (``model.json`` + ``weights.pt``); a folder with
+    ``ensemble.json`` gives a :class:`malaflow.ensemble.EnsembleModel` of its members."""
+    from .ensemble import EnsembleModel, is_ensemble
+
+    if is_ensemble(path):
+        return EnsembleModel.load(path)
     model = TrainedModel.load(path)
     model.metadata["path"] = str(Path(path).resolve())
     return model

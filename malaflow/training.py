@@ -74,6 +74,7 @@ class TrainingConfig:
     device: str = "auto"
     valence: dict[str, float] | None = None
     workers: int = 1  # data-parallel replicas, one per Dask worker
+    ensemble: int = 1  # members trained from seeds seed … seed + K − 1 (malaflow.ensemble)
     shuffled: str | None = None  # pre-shuffled training points (malaflow shuffle), read in place of the snapshots'
 
     def __post_init__(self) -> None:
@@ -88,6 +89,10 @@ class TrainingConfig:
             (self.checkpoint_every >= 1, "checkpoint_every must be ≥ 1"),
             (isinstance(self.workers, int) and self.workers >= 1,
              f"workers must be a whole number ≥ 1, got {self.workers!r}"),
+            (isinstance(self.ensemble, int) and self.ensemble >= 1,
+             f"ensemble must be a whole number ≥ 1, got {self.ensemble!r}"),
+            (self.ensemble == 1 or self.workers == 1,
+             "ensemble members train one per worker: workers (data-parallel replicas) must be 1 with ensemble > 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -155,10 +160,14 @@ def train(
     on). With a Dask ``client`` (or a session default client) the run is one task on
     a worker, on a GPU worker if the cluster has one; with ``workers: N`` in the config
     it is N data-parallel replicas on N workers (a local cluster of N worker processes
-    is started when there is no client).
+    is started when there is no client); with ``ensemble: K`` the K members are K tasks.
     """
     config = TrainingConfig.load(config)
     client = client or session_client()
+    if config.ensemble > 1:
+        from .ensemble import train_ensemble
+
+        return train_ensemble(config, client, resume, max_epochs, progress)
     if config.workers > 1:
         if client is not None:
             return train_parallel(config, client, resume, max_epochs, progress)

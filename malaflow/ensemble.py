@@ -1,0 +1,167 @@
+"""Ensembles: K networks trained on the same data from different seeds, and what their
+disagreement says. ``ensemble: K`` in a training config trains the members as K Dask tasks
+(``MODEL/member-k``, seed + k) and writes ``MODEL/ensemble.json``; :func:`malaflow.load_model`
+then gives an :class:`EnsembleModel`, whose prediction is the members' mean LDOS (lazy, from
+descriptors computed once) with the members' LDOS beside it, and :func:`spread` gives each
+observable's standard deviation over the members' own observables — each member's Fermi
+level solved from its own DOS, not a linearised guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import MalaflowError, StoreError
+from .physics.dos import band_energy, density_of_states, fermi_level
+from .runtime import task_resources
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def member_configs(config: Any) -> list[Any]:
+    """The members' training configs: seeds seed, seed + 1, …; outputs MODEL/member-k."""
+    return [dataclasses.replace(config, seed=config.seed + k, output=str(Path(config.output) / f"member-{k}"),
+                                ensemble=1)
+            for k in range(config.ensemble)]
+
+
+def train_ensemble(config: Any, client: Any, resume: bool, max_epochs: int | None, progress: bool) -> Path:
+    """Train the members as tasks on ``client`` (a local cluster of up to K single-threaded
+    workers without one), after computing the descriptors they share once."""
+    from .compute import compute_descriptors
+    from .descriptors import get_descriptor
+    from .training import selected_snapshots
+
+    selected = selected_snapshots(config)
+    descriptor = get_descriptor(config.descriptor["plugin"], config.descriptor.get("params") or {})
+    compute_descriptors(list(selected.stores.values()), descriptor, progress=progress)
+    members = member_configs(config)
+    if client is None:
+        from .runtime import cluster
+
+        workers = max(1, min(len(members), os.cpu_count() or 1))
+        with cluster({"kind": "local", "workers": workers, "threads_per_worker": 1}) as local:
+            return _run_members(config, members, local, resume, max_epochs, progress)
+    return _run_members(config, members, client, resume, max_epochs, progress)
+
+
+def _run_members(config: Any, members: list[Any], client: Any, resume: bool, max_epochs: int | None,
+                 progress: bool) -> Path:
+    from tqdm.auto import tqdm
+
+    resources = task_resources(client, {"GPU": 1})
+    futures = [client.submit(train_member, m, resume, max_epochs, pure=False, resources=resources)
+               for m in members]
+    from distributed import as_completed
+
+    for future in tqdm(as_completed(futures), total=len(futures), desc=f"training {Path(config.output).name}",
+                       unit="member", disable=not progress):
+        future.result()  # a member's failure ends the run with its message
+    out = Path(config.output)
+    text = json.dumps({"malaflow_ensemble": 1, "members": [Path(m.output).name for m in members],
+                       "calibration": 1.0}, indent=1)
+    tmp = out / f".{ENSEMBLE_FILE}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / ENSEMBLE_FILE)
+    return out
+
+
+def train_member(config: Any, resume: bool, max_epochs: int | None) -> Path:
+    """One member, as a task: it occupies its worker, so its own dask work (statistics,
+    batches) runs on the worker's threads rather than waiting for a free worker."""
+    import dask
+    import torch
+    from distributed import get_worker
+
+    from .training import train_here
+
+    torch.set_num_threads(max(1, get_worker().state.nthreads))
+    with dask.config.set(scheduler="threads"):
+        return train_here(config, resume, max_epochs, False)
+
+
+def is_ensemble(path: str | Path) -> bool:
+    return (Path(path) / ENSEMBLE_FILE).is_file()
+
+
+class EnsembleModel:
+    """Members that predict the same LDOS on the same energies from the same descriptors.
+
+    What describes the model's inputs and outputs (descriptor, energies, temperature,
+    valence, grid spacing, training range, DFT settings, target) is the members' — the
+    same for all of them, checked on loading — and read off the first member."""
+
+    SHARED = ("descriptor", "energies", "temperature", "valence", "grid_spacing", "input_range", "dft", "target",
+              "variable", "descriptor_plugin", "grid_for", "n_electrons", "outside_training")
+
+    def __init__(self, members: list[Any], calibration: float = 1.0, metadata: dict[str, Any] | None = None):
+        if not members:
+            raise MalaflowError("an ensemble needs at least one member")
+        first = members[0]
+        for m in members[1:]:
+            if m.descriptor != first.descriptor or not np.array_equal(m.energies, first.energies) \
+                    or m.temperature != first.temperature or m.target != first.target:
+                raise MalaflowError("ensemble members must share descriptors, energy grid, temperature and target")
+        self.members, self.calibration = list(members), float(calibration)
+        self.metadata = dict(metadata or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name in EnsembleModel.SHARED:
+            return getattr(self.members[0], name)
+        raise AttributeError(name)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EnsembleModel:
+        from .trained_model import load_model
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / ENSEMBLE_FILE).read_text())
+            names, calibration = list(meta["members"]), float(meta.get("calibration", 1.0))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{path / ENSEMBLE_FILE}: not a malaflow ensemble description ({exc})") from None
+        members = [load_model(path / name) for name in names]
+        return cls(members, calibration, {**members[0].metadata, "path": str(path.resolve())})
+
+    def predict(self, structure: Any, grid_shape: Any = None, chunks: Any = None, descriptors: Any = None,
+                device: str = "auto", implementation: str | None = None, precision: str = "float32",
+                with_descriptors: bool = False) -> xr.Dataset:
+        """The members' mean LDOS as a lazy snapshot dataset, with ``<variable>_members``
+        (member, x, y, z, energy) beside it; the descriptors are computed once for all."""
+        first = self.members[0].predict(structure, grid_shape, chunks, descriptors, device, implementation,
+                                        precision, with_descriptors=True)
+        others = [m.predict(structure, grid_shape, chunks, first["descriptors"], device, implementation, precision)
+                  for m in self.members[1:]]
+        variable = self.variable
+        members = xr.concat([ds[variable] for ds in [first, *others]], dim="member")
+        ds = first if with_descriptors else first.drop_vars("descriptors")
+        ds[variable] = members.mean("member")
+        ds[f"{variable}_members"] = members
+        ds.attrs.update(ensemble_members=len(self.members), ensemble_calibration=self.calibration,
+                        provenance={"model": self.metadata.get("path")})
+        return ds
+
+
+def spread(ds: xr.Dataset, scheme: str = "analytic") -> dict[str, dict[str, Any]]:
+    """Each observable of an ensemble prediction over its members: their values, their
+    mean and their standard deviation times the ensemble's calibration factor. The members'
+    DOS come from one pass over the grid (chunk by chunk); each member's Fermi level is
+    solved from its own DOS at the prediction's electron count."""
+    members = ds.get("ldos_members")
+    if members is None:
+        raise MalaflowError("not an ensemble prediction: no 'ldos_members' (predict with an ensemble model)")
+    energies = ds["energy"].values
+    temperature, n_e = float(ds.attrs["temperature"]), float(ds.attrs["n_electrons"])
+    dos = density_of_states(members, np.array(ds.attrs["cell"])).values  # (member, energy)
+    mus = np.array([fermi_level(d, energies, temperature, n_e, scheme) for d in dos])
+    bands = np.array([band_energy(d, energies, mu, temperature, scheme) for d, mu in zip(dos, mus)])
+    factor = float(ds.attrs.get("ensemble_calibration", 1.0))
+    return {name: {"members": values.tolist(), "mean": float(values.mean()), "std": factor * float(values.std())}
+            for name, values in (("fermi_energy", mus), ("band_energy", bands))}

@@ -1,0 +1,90 @@
+"""Ensembles: members trained as tasks from different seeds, their mean LDOS, and the spread
+of the observables over the members' own observables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import malaflow
+from malaflow.ensemble import EnsembleModel, spread
+from malaflow.errors import ParameterError
+from malaflow.training import TrainingConfig
+
+from conftest import training_config
+
+
+@pytest.fixture(scope="module")
+def ensemble(be2_catalog, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    cfg = training_config(be2_catalog, out, ensemble=3, epochs=3, model={"plugin": "feedforward",
+                                                                          "params": {"layers": [32]}})
+    return malaflow.train(cfg, progress=False)
+
+
+def test_members_train_from_their_own_seeds(ensemble):
+    model = malaflow.load_model(ensemble)
+    assert isinstance(model, EnsembleModel) and len(model.members) == 3
+    assert [m.metadata["config"]["seed"] for m in model.members] == [0, 1, 2]
+    assert [p.name for p in sorted(ensemble.glob("member-*"))] == ["member-0", "member-1", "member-2"]
+    weights = [next(iter(m.network.state_dict().values())) for m in model.members]
+    assert not np.allclose(weights[0].numpy(), weights[1].numpy())  # different seeds, different networks
+
+
+def test_the_prediction_is_the_members_mean_and_the_spread_their_own_observables(ensemble, be2_catalog):
+    model = malaflow.load_model(ensemble)
+    reference = be2_catalog.open("be2-3")
+    predicted = model.predict(reference, chunks=9)
+    alone = [m.predict(reference, chunks=9) for m in model.members]
+    np.testing.assert_allclose(predicted.ldos.values, np.mean([a.ldos.values for a in alone], axis=0), rtol=1e-12)
+    for k, a in enumerate(alone):
+        np.testing.assert_array_equal(predicted.ldos_members.isel(member=k).values, a.ldos.values)
+    result = spread(predicted)
+    own = [malaflow.observables(a) for a in alone]
+    for name in ("fermi_energy", "band_energy"):
+        values = np.array([getattr(o, name) for o in own])
+        np.testing.assert_allclose(result[name]["members"], values, rtol=0, atol=1e-9)  # eV
+        assert result[name]["std"] == pytest.approx(values.std(), abs=1e-12)
+    assert result["band_energy"]["std"] > 0  # three seeds after three epochs do not agree
+
+
+def test_identical_members_have_no_spread(ensemble, be2_catalog):
+    one = malaflow.load_model(ensemble / "member-0")
+    model = EnsembleModel([one, one, one])
+    reference = be2_catalog.open("be2-3")
+    predicted = model.predict(reference, chunks=9)
+    np.testing.assert_allclose(predicted.ldos.values, one.predict(reference, chunks=9).ldos.values, rtol=1e-15)
+    result = spread(predicted)
+    # zero up to the order of the grid sums (1.8e-15 eV measured)
+    assert result["fermi_energy"]["std"] < 1e-12 and result["band_energy"]["std"] < 1e-12
+
+
+def test_training_again_is_a_no_op(ensemble, be2_catalog):
+    before = (ensemble / "member-1" / "weights.pt").read_bytes()
+    cfg = training_config(be2_catalog, ensemble, ensemble=3, epochs=3, model={"plugin": "feedforward",
+                                                                             "params": {"layers": [32]}})
+    assert malaflow.train(cfg, progress=False) == ensemble
+    assert (ensemble / "member-1" / "weights.pt").read_bytes() == before
+
+
+def test_ensemble_settings_are_checked():
+    with pytest.raises(ParameterError, match="ensemble must be a whole number ≥ 1, got 0"):
+        TrainingConfig(ensemble=0)
+    with pytest.raises(ParameterError, match="workers .* must be 1 with ensemble > 1"):
+        TrainingConfig(ensemble=2, workers=2)
+
+
+def test_malaflow_test_prints_sigma_beside_each_error(ensemble, be2_catalog):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "malaflow.cli", "test", str(ensemble), "-c", str(be2_catalog.path),
+                          "--split", "validation", "--split", "test"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    header, *rows = [line for line in run.stdout.splitlines() if line.startswith(("snapshot", "be2-"))]
+    assert header.split()[:6] == ["snapshot", "LDOS", "MSE", "ΔE_band", "meV/atom", "σ"]
+    model = malaflow.load_model(ensemble)
+    for row in rows:  # the σ printed is the spread of the members' band energies of that snapshot
+        id, band_sigma = row.split()[0], float(row.split()[3])
+        predicted = model.predict(be2_catalog.open(id), chunks=9)
+        assert band_sigma == pytest.approx(1000 * spread(predicted)["band_energy"]["std"] / 2, abs=1e-3)
