@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ import xarray as xr
 from .errors import MalaflowError, StoreError
 from .physics.dos import band_energy, density_of_states, fermi_level
 from .runtime import task_resources
+
+log = logging.getLogger(__name__)
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -56,6 +59,9 @@ def _run_members(config: Any, members: list[Any], client: Any, resume: bool, max
                  progress: bool) -> Path:
     from tqdm.auto import tqdm
 
+    from .trained_model import load_model
+    from .training import selected_snapshots
+
     resources = task_resources(client, {"GPU": 1})
     futures = [client.submit(train_member, m, resume, max_epochs, pure=False, resources=resources)
                for m in members]
@@ -65,12 +71,33 @@ def _run_members(config: Any, members: list[Any], client: Any, resume: bool, max
                        unit="member", disable=not progress):
         future.result()  # a member's failure ends the run with its message
     out = Path(config.output)
-    text = json.dumps({"malaflow_ensemble": 1, "members": [Path(m.output).name for m in members],
-                       "calibration": 1.0}, indent=1)
+    names = [Path(m.output).name for m in members]
+    model = EnsembleModel([load_model(out / name) for name in names])
+    selected = selected_snapshots(config)
+    calibration = fit_calibration(model, {id: selected.stores[id] for id in selected.validation})
+    text = json.dumps({"malaflow_ensemble": 1, "members": names, "calibration": calibration,
+                       "calibrated_on": selected.validation}, indent=1)
     tmp = out / f".{ENSEMBLE_FILE}.tmp"
     tmp.write_text(text)
     os.replace(tmp, out / ENSEMBLE_FILE)
     return out
+
+
+def fit_calibration(model: EnsembleModel, stores: dict[str, Path]) -> float:
+    """The factor c that makes the band-energy spread an honest standard deviation on the
+    validation snapshots: c² = mean((ΔE_band / σ_band)²), the maximum-likelihood scale of
+    Gaussian errors (with one validation snapshot, c = |ΔE_band| / σ_band there)."""
+    from .evaluation import evaluate_store
+
+    ratios = []
+    for id, store in stores.items():
+        errors = evaluate_store(model, store, id)
+        if errors.band_energy_sigma_mev_per_atom > 0:
+            ratios.append(errors.band_energy_mev_per_atom / errors.band_energy_sigma_mev_per_atom)
+    if not ratios:
+        log.warning("the ensemble's members agree exactly on the validation snapshots: no calibration (factor 1)")
+        return 1.0
+    return float(np.sqrt(np.mean(np.square(ratios))))
 
 
 def train_member(config: Any, resume: bool, max_epochs: int | None) -> Path:
