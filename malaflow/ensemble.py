@@ -51,29 +51,31 @@ def train_ensemble(config: Any, client: Any, resume: bool, max_epochs: int | Non
 
         workers = max(1, min(len(members), os.cpu_count() or 1))
         with cluster({"kind": "local", "workers": workers, "threads_per_worker": 1}) as local:
-            return _run_members(config, members, local, resume, max_epochs, progress)
-    return _run_members(config, members, client, resume, max_epochs, progress)
+            _run_members(members, local, resume, max_epochs, progress)
+    else:
+        _run_members(members, client, resume, max_epochs, progress)
+    return _write_ensemble(config, members, selected)
 
 
-def _run_members(config: Any, members: list[Any], client: Any, resume: bool, max_epochs: int | None,
-                 progress: bool) -> Path:
+def _run_members(members: list[Any], client: Any, resume: bool, max_epochs: int | None, progress: bool) -> None:
+    from distributed import as_completed
     from tqdm.auto import tqdm
-
-    from .trained_model import load_model
-    from .training import selected_snapshots
 
     resources = task_resources(client, {"GPU": 1})
     futures = [client.submit(train_member, m, resume, max_epochs, pure=False, resources=resources)
                for m in members]
-    from distributed import as_completed
-
-    for future in tqdm(as_completed(futures), total=len(futures), desc=f"training {Path(config.output).name}",
+    for future in tqdm(as_completed(futures), total=len(futures), desc=f"training {len(members)} members",
                        unit="member", disable=not progress):
         future.result()  # a member's failure ends the run with its message
+
+
+def _write_ensemble(config: Any, members: list[Any], selected: Any) -> Path:
+    """ensemble.json, with the spread calibrated on the validation snapshots, written whole."""
+    from .trained_model import load_model
+
     out = Path(config.output)
     names = [Path(m.output).name for m in members]
     model = EnsembleModel([load_model(out / name) for name in names])
-    selected = selected_snapshots(config)
     calibration = fit_calibration(model, {id: selected.stores[id] for id in selected.validation})
     text = json.dumps({"malaflow_ensemble": 1, "members": names, "calibration": calibration,
                        "calibrated_on": selected.validation}, indent=1)
