@@ -101,3 +101,21 @@ def test_the_spread_is_calibrated_on_the_validation_snapshot(ensemble, be2_catal
     # fitted from the stored (float32) descriptors, checked here on fresh ones: 7e-7 apart
     assert model.calibration == pytest.approx(abs(error) / raw, rel=1e-5)
     assert spread(predicted)["band_energy"]["std"] == pytest.approx(abs(error), rel=1e-5)
+
+
+def test_predict_prints_and_stores_the_spread(ensemble, tmp_path, mala_data):
+    import subprocess
+    import sys
+
+    structure = mala_data / "Be2" / "Be_snapshot1.out"
+    run = subprocess.run([sys.executable, "-m", "malaflow.cli", "predict", str(ensemble), str(structure),
+                          "--chunks", "9", "-o", str(tmp_path / "pred.zarr")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    printed = dict(line.split() for line in run.stdout.splitlines() if "_sigma" in line)
+    stored = malaflow.open_snapshot(tmp_path / "pred.zarr").attrs["uncertainty"]
+    assert set(printed) == set(stored) == {"fermi_energy_sigma", "band_energy_sigma"}
+    import ase.io
+
+    expected = spread(malaflow.load_model(ensemble).predict(ase.io.read(structure), chunks=9))
+    for key, value in stored.items():
+        assert float(printed[key]) == value == pytest.approx(expected[key.removesuffix("_sigma")]["std"], rel=1e-9)

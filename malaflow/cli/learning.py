@@ -125,6 +125,13 @@ def predict_cmd(
         typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
         for key, value in obs.as_dict().items():
             typer.echo(f"  {key:<22} {value}")
+        if "ldos_members" in predicted:  # an ensemble: the members' spread, calibrated
+            from ..ensemble import spread
+
+            sigma = {f"{name}_sigma": value["std"] for name, value in spread(predicted, scheme).items()}
+            predicted.attrs["uncertainty"] = sigma
+            for key, value in sigma.items():
+                typer.echo(f"  {key:<22} {value}")
         typer.echo(f"  {'extrapolated':<22} {share:.1%} of the grid points (descriptors outside the training range)")
         for text in predicted.attrs["warnings"]:
             typer.echo(f"warning: {text}", err=True)
