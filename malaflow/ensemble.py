@@ -178,17 +178,24 @@ class EnsembleModel:
         return ds
 
 
-def spread(ds: xr.Dataset, scheme: str = "analytic") -> dict[str, dict[str, Any]]:
-    """Each observable of an ensemble prediction over its members: their values, their
-    mean and their standard deviation times the ensemble's calibration factor. The members'
-    DOS come from one pass over the grid (chunk by chunk); each member's Fermi level is
-    solved from its own DOS at the prediction's electron count."""
+def member_dos(ds: xr.Dataset) -> xr.DataArray:
+    """The members' DOS (member, energy) in 1/eV of an ensemble prediction (lazy: a caller
+    computes it with the other reductions of the same pass over the grid)."""
     members = ds.get("ldos_members")
     if members is None:
         raise MalaflowError("not an ensemble prediction: no 'ldos_members' (predict with an ensemble model)")
+    return density_of_states(members, np.array(ds.attrs["cell"]))
+
+
+def spread(ds: xr.Dataset, scheme: str = "analytic", dos: Any = None) -> dict[str, dict[str, Any]]:
+    """Each observable of an ensemble prediction over its members: their values, their
+    mean and their standard deviation times the ensemble's calibration factor. The members'
+    DOS come from one pass over the grid (chunk by chunk), or are ``dos`` if computed
+    already (:func:`member_dos`); each member's Fermi level is solved from its own DOS at
+    the prediction's electron count."""
+    dos = np.asarray(member_dos(ds).values if dos is None else dos)  # (member, energy)
     energies = ds["energy"].values
     temperature, n_e = float(ds.attrs["temperature"]), float(ds.attrs["n_electrons"])
-    dos = density_of_states(members, np.array(ds.attrs["cell"])).values  # (member, energy)
     mus = np.array([fermi_level(d, energies, temperature, n_e, scheme) for d in dos])
     bands = np.array([band_energy(d, energies, mu, temperature, scheme) for d, mu in zip(dos, mus)])
     factor = float(ds.attrs.get("ensemble_calibration", 1.0))

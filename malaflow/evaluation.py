@@ -42,12 +42,15 @@ def compare(predicted: xr.Dataset, reference: xr.Dataset, name: str = "") -> Err
     diff = (predicted[target.variable] - reference[target.variable].astype(np.float64)) ** 2
     # the extrapolated share comes from the descriptor chunks the LDOS is predicted from: one pass
     share = predicted["extrapolated"].mean() if "extrapolated" in predicted else np.nan
-    mse, l1, norm, share = (float(v) for v in dask.compute(diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum(), share))
+    ensemble = "ldos_members" in predicted
+    if ensemble:  # the members' DOS in the same pass: their LDOS is not predicted twice
+        from .ensemble import member_dos, spread
+    *sums, dos = dask.compute(diff.mean(), abs(n_pred - n_ref).sum(), n_ref.sum(), share,
+                              member_dos(predicted) if ensemble else None)
+    mse, l1, norm, share = (float(v) for v in sums)
     sigma = {}
-    if "ldos_members" in predicted:
-        from .ensemble import spread
-
-        both = spread(predicted)
+    if ensemble:
+        both = spread(predicted, dos=dos)
         sigma = {"band_energy_sigma_mev_per_atom": 1000.0 * both["band_energy"]["std"] / n_atoms,
                  "fermi_sigma_mev": 1000.0 * both["fermi_energy"]["std"]}
     return Errors(
