@@ -26,6 +26,7 @@ from .trained_model import TrainedModel, load_model
 from .training import TrainingConfig, train
 from .hpo import StudyConfig, optimize
 from .calculator import Calculator
+from .ensemble import EnsembleModel, sigma_fields, spread
 from .ionic import radial_distribution
 from .montecarlo import metropolis
 from .runtime import cluster
@@ -34,6 +35,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Calculator",
+    "EnsembleModel",
+    "sigma_fields",
+    "spread",
     "metropolis",
     "radial_distribution",
     "Catalog",

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import MalaflowError, StoreError
-from .physics.dos import band_energy, density_of_states, fermi_level
+from .physics.dos import band_energy, density_of_states, energy_weights, entropy_contribution, fermi_level
 from .runtime import task_resources
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def _write_ensemble(config: Any, members: list[Any], selected: Any) -> Path:
     out = Path(config.output)
     names = [Path(m.output).name for m in members]
     model = EnsembleModel([load_model(out / name) for name in names])
+    for upf in (model.dft.get("pseudopotentials") or {}).values():  # beside the ensemble too: its predictions'
+        if (out / names[0] / upf).is_file():                        # total energies find them there
+            shutil.copyfile(out / names[0] / upf, out / upf)
     calibration = fit_calibration(model, {id: selected.stores[id] for id in selected.validation})
     text = json.dumps({"malaflow_ensemble": 1, "members": names, "calibration": calibration,
                        "calibrated_on": selected.validation}, indent=1)
@@ -139,7 +143,7 @@ class EnsembleModel:
                     or m.temperature != first.temperature or m.target != first.target:
                 raise MalaflowError("ensemble members must share descriptors, energy grid, temperature and target")
         self.members, self.calibration = list(members), float(calibration)
-        self.metadata = dict(metadata or {})
+        self.metadata = dict(first.metadata if metadata is None else metadata)  # a hand-made one: the first's
 
     def __getattr__(self, name: str) -> Any:
         if name in EnsembleModel.SHARED:
@@ -158,6 +162,14 @@ class EnsembleModel:
             raise StoreError(f"{path / ENSEMBLE_FILE}: not a malaflow ensemble description ({exc})") from None
         members = [load_model(path / name) for name in names]
         return cls(members, calibration, {**members[0].metadata, "path": str(path.resolve())})
+
+    def ldos_of_features(self, device: Any, dtype: Any) -> Any:
+        """The members' mean LDOS as a differentiable function of the raw descriptors (the
+        forces of an ensemble are those of its mean LDOS's free energy)."""
+        import torch
+
+        maps = [m.ldos_of_features(device, dtype) for m in self.members]
+        return lambda x: torch.stack([f(x) for f in maps]).mean(dim=0)
 
     def predict(self, structure: Any, grid_shape: Any = None, chunks: Any = None, descriptors: Any = None,
                 device: str = "auto", implementation: str | None = None, precision: str = "float32",
@@ -187,17 +199,61 @@ def member_dos(ds: xr.Dataset) -> xr.DataArray:
     return density_of_states(members, np.array(ds.attrs["cell"]))
 
 
-def spread(ds: xr.Dataset, scheme: str = "analytic", dos: Any = None) -> dict[str, dict[str, Any]]:
+def spread(ds: xr.Dataset, scheme: str = "analytic", dos: Any = None, total_energy: bool = False,
+           pseudo_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Each observable of an ensemble prediction over its members: their values, their
     mean and their standard deviation times the ensemble's calibration factor. The members'
     DOS come from one pass over the grid (chunk by chunk), or are ``dos`` if computed
     already (:func:`member_dos`); each member's Fermi level is solved from its own DOS at
-    the prediction's electron count."""
+    the prediction's electron count; ``band_free_energy`` is E_band − TS. ``total_energy``: each member's total free energy too,
+    from its own density at its own Fermi level (one more pass over the grid; needs the
+    pseudopotentials, see :func:`malaflow.observables.find_pseudopotentials`)."""
     dos = np.asarray(member_dos(ds).values if dos is None else dos)  # (member, energy)
     energies = ds["energy"].values
     temperature, n_e = float(ds.attrs["temperature"]), float(ds.attrs["n_electrons"])
     mus = np.array([fermi_level(d, energies, temperature, n_e, scheme) for d in dos])
     bands = np.array([band_energy(d, energies, mu, temperature, scheme) for d, mu in zip(dos, mus)])
+    entropies = np.array([entropy_contribution(d, energies, mu, temperature, scheme) for d, mu in zip(dos, mus)])
+    values = {"fermi_energy": mus, "band_energy": bands, "band_free_energy": bands + entropies}
+    if total_energy:
+        values["total_energy"] = member_total_energies(ds, mus, bands, entropies, scheme, pseudo_dir)
     factor = float(ds.attrs.get("ensemble_calibration", 1.0))
-    return {name: {"members": values.tolist(), "mean": float(values.mean()), "std": factor * float(values.std())}
-            for name, values in (("fermi_energy", mus), ("band_energy", bands))}
+    return {name: {"members": v.tolist(), "mean": float(v.mean()), "std": factor * float(v.std())}
+            for name, v in values.items()}
+
+
+def member_densities(ds: xr.Dataset, fermi_levels: Any, scheme: str = "analytic") -> xr.DataArray:
+    """The members' electron densities (member, x, y, z) in 1/Å³, each at its own Fermi
+    level (lazy: all members from one pass over the LDOS chunks)."""
+    energies, temperature = ds["energy"].values, float(ds.attrs["temperature"])
+    weights = np.stack([energy_weights(energies, mu, temperature, "fermi", 0, scheme) for mu in fermi_levels])
+    n = xr.dot(ds["ldos_members"], xr.DataArray(weights, dims=("member", "energy")), dim="energy")
+    n.attrs = {"units": "1/Angstrom^3"}
+    return n.transpose("member", ...)
+
+
+def member_total_energies(ds: xr.Dataset, fermi_levels: Any, bands: Any, entropies: Any, scheme: str,
+                          pseudo_dir: str | Path | None = None) -> np.ndarray:
+    """Each member's total free energy (eV) from its own density, band energy and −TS."""
+    from .observables import find_pseudopotentials
+    from .physics.energy import energy_terms
+
+    pseudopotentials = find_pseudopotentials(ds, pseudo_dir)
+    densities = member_densities(ds, fermi_levels, scheme).values
+    cell, positions, numbers = np.array(ds.attrs["cell"]), ds["positions"].values, ds["numbers"].values
+    return np.array([energy_terms(n, cell, positions, numbers, pseudopotentials, band, entropy,
+                                  ds.attrs.get("ecutrho")).total_energy
+                     for n, band, entropy in zip(densities, bands, entropies)])
+
+
+def sigma_fields(ds: xr.Dataset, fermi_levels: Any, scheme: str = "analytic") -> xr.Dataset:
+    """Per grid point: the calibrated standard deviation over the members of the LDOS and of
+    the density (each member's at its own Fermi level), lazy. The factor is the one fitted
+    to the band energy on the validation snapshots: for the fields it is an assumption."""
+    factor = float(ds.attrs.get("ensemble_calibration", 1.0))
+    ldos = factor * ds["ldos_members"].std("member")
+    density = factor * member_densities(ds, fermi_levels, scheme).std("member")
+    return xr.Dataset({
+        "ldos_sigma": ldos.assign_attrs(units="1/(eV*Angstrom^3)", description="ensemble spread, calibrated"),
+        "density_sigma": density.assign_attrs(units="1/Angstrom^3", description="ensemble spread, calibrated"),
+    })

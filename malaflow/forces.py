@@ -173,9 +173,7 @@ def block_gradient(model: Any, descriptor: Descriptor, structure: Structure, gri
     pullback (given the block's ``features`` if the energy pass kept them), the network
     forward and backward, the pullback to the atoms' images."""
     dev, dtype = torch_device(device, "forces"), torch_dtype(precision, "forces")
-    network = model.network_on(dev, dtype)
-    x_shift, x_scale, y_shift, y_scale = (torch.as_tensor(v, dtype=dtype, device=dev) for v in (
-        model.x_scaler.shift, model.x_scaler.scale, model.y_scaler.shift, model.y_scaler.scale))
+    ldos_of = model.ldos_of_features(dev, dtype)
     n_features = descriptor.n_features(structure)
     grad = np.zeros((len(structure.numbers), 3))
     seeds = seed.at(g)
@@ -187,7 +185,7 @@ def block_gradient(model: Any, descriptor: Descriptor, structure: Structure, gri
         x = torch.as_tensor(check_features(descriptor, values, len(points), n_features), dtype=dtype, device=dev)
         x.requires_grad_(True)
         with torch.enable_grad():
-            ldos = network((x - x_shift) / x_scale) * y_scale + y_shift
+            ldos = ldos_of(x)
             (dx,) = torch.autograd.grad(ldos, x, torch.as_tensor(seeds[where], dtype=dtype, device=dev))
         np.add.at(grad, atoms, pullback(dx.cpu().numpy().astype(float)))
     return grad

@@ -28,12 +28,19 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str | None = None) -> Path:
-    """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored)."""
+    """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored); an
+    ensemble's prediction with the band of its members' spread."""
     plugin = target_of(ds, target)
     dos = plugin.dos(ds)
     obs = plugin.observables(ds, scheme=scheme)
     fig, ax = _subplots(figsize=(6, 4))
-    ax.plot(dos["energy"], dos.values, "o-", label="DOS from the LDOS")
+    ax.plot(dos["energy"], dos.values, "o-" if dos.sizes["energy"] <= 40 else "-", label="DOS from the LDOS")
+    if "ldos_members" in ds:  # an ensemble: the band of its members' calibrated spread
+        from .ensemble import member_dos
+
+        sigma = float(ds.attrs.get("ensemble_calibration", 1.0)) * member_dos(ds).std("member").values
+        ax.fill_between(dos["energy"], dos.values - sigma, dos.values + sigma, color="C0", alpha=0.3, lw=0,
+                        label=f"±σ over {ds.sizes['member']} members (calibrated)")
     ax.axvline(obs.fermi_energy, color="C3", ls="--", label=f"E_F = {obs.fermi_energy:.4f} eV ({scheme})")
     if ds.attrs.get("fermi_energy") is not None:
         ax.axvline(ds.attrs["fermi_energy"], color="0.4", ls=":", label=f"DFT E_F = {ds.attrs['fermi_energy']:.4f} eV")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
@@ -60,6 +60,15 @@ class Predicts:
         if key not in _ON_DEVICE:
             _ON_DEVICE[key] = copy.deepcopy(self.network).to(device=device, dtype=dtype).eval()
         return _ON_DEVICE[key]
+
+    def ldos_of_features(self, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The differentiable map from raw descriptors (points, features) to the LDOS
+        (points, energies) on ``device``: scaling, network, unscaling (forces backpropagate
+        through it)."""
+        network = self.network_on(device, dtype)
+        x_shift, x_scale, y_shift, y_scale = (torch.as_tensor(v, dtype=dtype, device=device) for v in (
+            self.x_scaler.shift, self.x_scaler.scale, self.y_scaler.shift, self.y_scaler.scale))
+        return lambda x: network((x - x_shift) / x_scale) * y_scale + y_shift
 
     def forward(self, x: np.ndarray, device: str = "cpu", precision: str = "float32") -> np.ndarray:
         """LDOS (n, energies) in 1/(eV·Å³) from raw descriptors (n, features), on

@@ -50,18 +50,22 @@ def write_snapshot(
     chunks: Chunks = None,
     overwrite: bool = False,
     dtype: Any = np.float32,
+    extra: xr.Dataset | None = None,
 ) -> Path:
     """Write a snapshot as a Zarr v3 group at ``path``, atomically.
 
     Grid arrays are chunked over space by ``chunks`` (an int for all three spatial
     dims, or a mapping like ``{"x": 32, "y": 32, "z": 16}``; energies and features
     stay whole) and stored as ``dtype`` (float32 by default; ``None`` keeps them).
+    ``extra``: grid variables written beside the snapshot's (an ensemble's σ fields).
     """
     if isinstance(snapshot, xr.Dataset):
         snapshot = Snapshot.from_dataset(snapshot)
     path = Path(path)
     ds = snapshot.to_dataset()
-    for name in ("ldos", "density", "dos"):
+    if extra is not None:
+        ds = ds.assign(extra.data_vars)
+    for name in ("ldos", "density", "dos", *(extra.data_vars if extra is not None else ())):
         if name in ds:
             ds[name] = ds[name].copy(data=_as_float(ds[name].data, dtype))
     with atomic_directory(path, overwrite=overwrite) as tmp:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import malaflow
-from malaflow.ensemble import EnsembleModel, spread
+from malaflow.ensemble import EnsembleModel, sigma_fields, spread
 from malaflow.errors import ParameterError
 from malaflow.training import TrainingConfig
 
@@ -109,13 +109,55 @@ def test_predict_prints_and_stores_the_spread(ensemble, tmp_path, mala_data):
 
     structure = mala_data / "Be2" / "Be_snapshot1.out"
     run = subprocess.run([sys.executable, "-m", "malaflow.cli", "predict", str(ensemble), str(structure),
-                          "--chunks", "9", "-o", str(tmp_path / "pred.zarr")], capture_output=True, text=True)
+                          "--chunks", "9", "-o", str(tmp_path / "pred.zarr"), "--sigma-fields",
+                          "--plot", str(tmp_path / "dos.png")], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     printed = dict(line.split() for line in run.stdout.splitlines() if "_sigma" in line)
-    stored = malaflow.open_snapshot(tmp_path / "pred.zarr").attrs["uncertainty"]
-    assert set(printed) == set(stored) == {"fermi_energy_sigma", "band_energy_sigma"}
+    stored = malaflow.open_snapshot(tmp_path / "pred.zarr")
+    assert set(printed) == set(stored.attrs["uncertainty"]) == {"fermi_energy_sigma", "band_energy_sigma",
+                                                                 "band_free_energy_sigma"}
     import ase.io
 
-    expected = spread(malaflow.load_model(ensemble).predict(ase.io.read(structure), chunks=9))
-    for key, value in stored.items():
+    predicted = malaflow.load_model(ensemble).predict(ase.io.read(structure), chunks=9)
+    expected = spread(predicted)
+    for key, value in stored.attrs["uncertainty"].items():
         assert float(printed[key]) == value == pytest.approx(expected[key.removesuffix("_sigma")]["std"], rel=1e-9)
+    fields = sigma_fields(predicted, expected["fermi_energy"]["members"])
+    for name in ("ldos_sigma", "density_sigma"):  # stored as float32
+        np.testing.assert_allclose(stored[name].values, fields[name].values, rtol=1e-6, atol=0)
+    assert (tmp_path / "dos.png").stat().st_size > 10_000
+
+
+def test_sigma_fields_need_an_ensemble_and_a_store(ensemble, tmp_path, mala_data):
+    import subprocess
+    import sys
+
+    structure = str(mala_data / "Be2" / "Be_snapshot1.out")
+    for model, extra in ((ensemble, []), (ensemble / "member-0", ["-o", str(tmp_path / "p.zarr")])):
+        run = subprocess.run([sys.executable, "-m", "malaflow.cli", "predict", str(model), structure, "--chunks", "9",
+                              "--sigma-fields", *extra], capture_output=True, text=True)
+        assert run.returncode == 1 and "--sigma-fields needs an ensemble model" in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_the_spread_of_total_energies_and_sigma_fields_are_the_members_own(ensemble, be2_catalog):
+    """σ of the total free energy from each member's own density at its own Fermi level,
+    against malaflow.energy_terms of each member's prediction alone; σ fields against the
+    members' own LDOS and densities."""
+    model = malaflow.load_model(ensemble)
+    reference = be2_catalog.open("be2-3")
+    predicted = model.predict(reference, chunks=9)
+    alone = [m.predict(reference, chunks=9) for m in model.members]
+    result = spread(predicted, total_energy=True)
+    totals = [malaflow.energy_terms(a).total_energy for a in alone]
+    np.testing.assert_allclose(result["total_energy"]["members"], totals, rtol=0, atol=1e-10)  # eV; equal bit for bit here (other code, same sums)
+    assert result["total_energy"]["std"] == pytest.approx(model.calibration * np.std(totals), rel=1e-9)
+    own = [malaflow.observables(a) for a in alone]
+    band_free = [o.band_energy + o.entropy_contribution for o in own]
+    np.testing.assert_allclose(result["band_free_energy"]["members"], band_free, rtol=0, atol=1e-9)
+    fields = sigma_fields(predicted, result["fermi_energy"]["members"])
+    c = model.calibration
+    np.testing.assert_allclose(fields.ldos_sigma.values, c * np.std([a.ldos.values for a in alone], axis=0),
+                               rtol=1e-9, atol=1e-15)
+    densities = [malaflow.get_target("ldos").density(a, o.fermi_energy).values for a, o in zip(alone, own)]
+    np.testing.assert_allclose(fields.density_sigma.values, c * np.std(densities, axis=0), rtol=1e-9, atol=1e-15)

@@ -355,3 +355,31 @@ def test_band_energy_forces_without_pseudopotentials(smooth_model, tmp_path):
     energy = energy_of_positions(model, atoms, 9)
     for i, k in [(0, 0), (1, 2)]:
         assert forces[i, k] == pytest.approx(-central(energy, atoms.positions, (i, k), 5e-4), abs=3e-4)
+
+
+def test_an_ensembles_forces_and_energy_uncertainty(smooth_model):
+    """An ensemble's forces are −∂F/∂R of the free energy of its members' mean LDOS (finite
+    differences); its energy_uncertainty is the spread of the members' own free energies,
+    each from a calculator of that member alone."""
+    import torch
+
+    one, other = malaflow.load_model(smooth_model), malaflow.load_model(smooth_model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a second member: the same network, its weights perturbed
+        for p in other.network.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    model = malaflow.EnsembleModel([one, other])
+    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
+    atoms.rattle(0.05, seed=4)
+    atoms.calc = malaflow.Calculator(model, chunks=9)
+    forces = atoms.get_forces()
+    assert atoms.calc.results["kind"] == "total"
+    energy = energy_of_positions(model, atoms, 9)
+    for i, k in ((0, 0), (1, 2)):
+        fd = -central(energy, atoms.positions, (i, k), 5e-4)
+        assert forces[i, k] == pytest.approx(fd, abs=3e-4)  # as for one model (FD error ∝ h²)
+    alone = [malaflow.Calculator(m, chunks=9).get_potential_energy(atoms, force_consistent=True)
+             for m in (one, other)]
+    assert abs(alone[0] - alone[1]) > 1e-3  # the members differ
+    assert atoms.calc.results["energy_uncertainty"] == pytest.approx(np.std(alone), rel=1e-8)  # bit for bit here
+    assert atoms.calc.results["fermi_level_uncertainty"] > 0

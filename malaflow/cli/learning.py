@@ -106,8 +106,12 @@ def predict_cmd(
     device: str = typer.Option("auto", help="Network device: auto (a worker's GPU if it has one), cpu, cuda[:N]"),
     implementation: Optional[str] = typer.Option(
         None, help="Descriptor plugin to compute the model's features with [the fastest on each worker]"),
+    sigma_fields: bool = typer.Option(
+        False, "--sigma-fields", help="Ensembles: store the calibrated σ of the LDOS and the density per grid "
+                                      "point beside the prediction (needs -o)"),
 ) -> None:
-    """Predict the LDOS of a structure chunk by chunk and print its observables."""
+    """Predict the LDOS of a structure chunk by chunk and print its observables (and, for an
+    ensemble, their calibrated σ; the plot then shows the DOS with its ±σ band)."""
     import ase.io
 
     from ..trained_model import load_model
@@ -121,22 +125,29 @@ def predict_cmd(
     with on_cluster(cluster):
         predicted = load_model(model).predict(atoms, grid_shape=grid, chunks=chunks, device=device,
                                               implementation=implementation)
+        ensemble = "ldos_members" in predicted
+        if sigma_fields and not (ensemble and output):
+            raise MalaflowError("--sigma-fields needs an ensemble model (training config: ensemble: K) and -o STORE")
         obs, share = observables_with_trust(predicted, scheme)
         typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
         for key, value in obs.as_dict().items():
             typer.echo(f"  {key:<22} {value}")
-        if "ldos_members" in predicted:  # an ensemble: the members' spread, calibrated
-            from ..ensemble import spread
+        extra = None
+        if ensemble:  # the members' spread, calibrated
+            from ..ensemble import sigma_fields as fields_of, spread
 
-            sigma = {f"{name}_sigma": value["std"] for name, value in spread(predicted, scheme).items()}
+            result = spread(predicted, scheme)
+            sigma = {f"{name}_sigma": value["std"] for name, value in result.items()}
             predicted.attrs["uncertainty"] = sigma
             for key, value in sigma.items():
                 typer.echo(f"  {key:<22} {value}")
+            if sigma_fields:
+                extra = fields_of(predicted, result["fermi_energy"]["members"], scheme)
         typer.echo(f"  {'extrapolated':<22} {share:.1%} of the grid points (descriptors outside the training range)")
         for text in predicted.attrs["warnings"]:
             typer.echo(f"warning: {text}", err=True)
         if output:
-            typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks)}")
+            typer.echo(f"wrote {write_snapshot(predicted, output, chunks=chunks, extra=extra)}")
     if plot:
         from ..plots import plot_dos
 
