@@ -150,6 +150,11 @@ class BatchLoader:
     from them. The permutations depend on the block sizes only, never on the data or on
     ``replicas``, so the global batches — and with a loss scaled by the global batch
     size, the gradients summed over replicas — are those of a single process.
+
+    ``bootstrap``: train on a resample of the points drawn from this seed — each point
+    taken k times, k ~ Poisson(1) drawn per block from (seed, block), so that a block's
+    resample needs no other block's (streaming) and the data set's size is still known
+    up front (an ensemble's members then see different data: bagging).
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class BatchLoader:
         seed: int = 0,
         rank: int = 0,
         replicas: int = 1,
+        bootstrap: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ParameterError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -175,7 +181,10 @@ class BatchLoader:
         self.buffer_points, self.seed = int(buffer_points), int(seed)
         self.rank, self.replicas = rank, replicas
         self.blocks = [(p, b) for p in self.pairs for b in p.blocks]
+        self.bootstrap = bootstrap
         self.sizes = np.array([int(np.prod([s.stop - s.start for s in b])) for _, b in self.blocks])
+        if bootstrap is not None:
+            self.sizes = np.array([int(self._counts(i).sum()) for i in range(len(self.blocks))])
         self.widths = (self.pairs[0].inputs.shape[3], self.pairs[0].outputs.shape[3])
         self.n_points = int(self.sizes.sum())
         size_mb = self.n_points * sum(self.widths) * 4 / 2**20
@@ -183,8 +192,17 @@ class BatchLoader:
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         log.info("%d points (%.0f MB scaled): %s", self.n_points, size_mb, "cached in memory" if self.cached else "streamed")
 
-    def _scaled(self, pair: SnapshotPair, block) -> tuple[np.ndarray, np.ndarray]:
-        x, y = pair.read(block)
+    def _counts(self, i: int) -> np.ndarray:
+        """How often each point of block ``i`` is in the bootstrap resample."""
+        _, block = self.blocks[i]
+        return np.random.default_rng([self.bootstrap, i]).poisson(1.0, int(np.prod([s.stop - s.start for s in block])))
+
+    def _scaled(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Block ``i``'s points (resampled, with ``bootstrap``), scaled, as float32."""
+        x, y = self.blocks[i][0].read(self.blocks[i][1])
+        if self.bootstrap is not None:
+            counts = self._counts(i)
+            x, y = np.repeat(x, counts, axis=0), np.repeat(y, counts, axis=0)
         return (self.x_scaler.transform(x).astype(np.float32), self.y_scaler.transform(y).astype(np.float32))
 
     def _cached(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,7 +210,7 @@ class BatchLoader:
         point of the data set its row among them (−1: another replica's)."""
         if self._cache is None:
             own = np.arange(len(self.blocks)) % self.replicas == self.rank
-            parts = [self._scaled(*block) for block, mine in zip(self.blocks, own) if mine]
+            parts = [self._scaled(i) for i, mine in enumerate(own) if mine]
             self._cache = (*self._stack([x for x, _ in parts], [y for _, y in parts]),
                            _rows(np.repeat(own, self.sizes)))
         return self._cache
@@ -238,7 +256,7 @@ class BatchLoader:
         for k, i in enumerate(order):
             mine = k % self.replicas == self.rank
             if mine:
-                x, y = self._scaled(*self.blocks[i])
+                x, y = self._scaled(i)
                 held_x.append(x)
                 held_y.append(y)
             held_own.append(np.full(self.sizes[i], mine))

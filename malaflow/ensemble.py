@@ -161,7 +161,8 @@ class EnsembleModel:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{path / ENSEMBLE_FILE}: not a malaflow ensemble description ({exc})") from None
         members = [load_model(path / name) for name in names]
-        return cls(members, calibration, {**members[0].metadata, "path": str(path.resolve())})
+        return cls(members, calibration, {**members[0].metadata, "path": str(path.resolve()),
+                                          "calibrated_on": meta.get("calibrated_on", [])})
 
     def ldos_of_features(self, device: Any, dtype: Any) -> Any:
         """The members' mean LDOS as a differentiable function of the raw descriptors (the

@@ -75,6 +75,7 @@ class TrainingConfig:
     valence: dict[str, float] | None = None
     workers: int = 1  # data-parallel replicas, one per Dask worker
     ensemble: int = 1  # members trained from seeds seed … seed + K − 1 (malaflow.ensemble)
+    bootstrap: bool = False  # train on a Poisson resample of the training points drawn from the seed
     shuffled: str | None = None  # pre-shuffled training points (malaflow shuffle), read in place of the snapshots'
 
     def __post_init__(self) -> None:
@@ -91,6 +92,7 @@ class TrainingConfig:
              f"workers must be a whole number ≥ 1, got {self.workers!r}"),
             (isinstance(self.ensemble, int) and self.ensemble >= 1,
              f"ensemble must be a whole number ≥ 1, got {self.ensemble!r}"),
+            (isinstance(self.bootstrap, bool), f"bootstrap must be true or false, got {self.bootstrap!r}"),
             (self.ensemble == 1 or self.workers == 1,
              "ensemble members train one per worker: workers (data-parallel replicas) must be 1 with ensemble > 1"),
         ]
@@ -225,7 +227,8 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     y_scaler = Scaler.fit(config.output_scaling, [p.flat()[1] for p in train_pairs])
     shard = {"rank": replica.rank, "replicas": replica.size}
     loader = BatchLoader(train_pairs, x_scaler, y_scaler, config.batch_size, True,
-                         config.shuffle_buffer, config.cache_mb, config.seed, **shard)
+                         config.shuffle_buffer, config.cache_mb, config.seed, **shard,
+                         bootstrap=config.seed if config.bootstrap else None)
     val_loader = BatchLoader(val_pairs, x_scaler, y_scaler, max(config.batch_size, 4096), False,
                              config.shuffle_buffer, config.cache_mb, config.seed, **shard)
 

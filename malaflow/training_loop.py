@@ -188,5 +188,7 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint must agree on to be continued: all but where it lives (a
     training folder may be moved, e.g. from an interrupted study trial to its retry)
     and on how many workers it runs (the same batches and weights whatever the count);
-    ``ensemble`` is 1 in every member's own config (and absent from older checkpoints)."""
-    return {k: v for k, v in config.items() if k not in ("output", "workers", "ensemble")}
+    ``ensemble`` is 1 in every member's own config (and absent from older checkpoints, as
+    ``bootstrap`` is where it is off)."""
+    return {k: v for k, v in config.items()
+            if k not in ("output", "workers", "ensemble") and not (k == "bootstrap" and not v)}

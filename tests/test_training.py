@@ -61,6 +61,44 @@ def test_streaming_loader_visits_every_point_once_per_epoch(be2_catalog):
     assert all(n == 100 for n in batches[:-1]) and sum(batches) == len(expected)
 
 
+def test_a_bootstrap_loader_takes_each_point_a_poisson_number_of_times(be2_catalog):
+    """Bagging: each point appears k ~ Poisson(1) times (e⁻¹ of them never), streamed or
+    cached alike; another seed draws another resample."""
+    opened = [SnapshotPair.open(be2_catalog.store_path(f"be2-{i}"), "gaussian", "ldos") for i in (0, 1)]
+    ids = np.arange(2 * opened[0].n_points, dtype=np.float32).reshape(2, *opened[0].outputs.shape[:3], 1)
+    # each point's target is its number, so that the epoch says which points it holds
+    pairs = [SnapshotPair(p.store, p.inputs, da.from_array(i, chunks=p.outputs.chunks[:3] + ((1,),)), p.blocks)
+             for p, i in zip(opened, ids)]
+    identity = Scaler("none", np.zeros(1), np.ones(1)), Scaler("none", np.zeros(1), np.ones(1))
+    n = ids.size
+
+    def counts(loader):
+        seen = np.concatenate([y for _, y in loader.epoch(2)]).ravel().astype(int)
+        return np.bincount(seen, minlength=n)
+
+    streamed = counts(BatchLoader(pairs, *identity, 100, True, 1500, cache_mb=0.0, seed=3, bootstrap=7))
+    cached = counts(BatchLoader(pairs, *identity, 100, True, 1500, cache_mb=64.0, seed=3, bootstrap=7))
+    np.testing.assert_array_equal(streamed, cached)
+    histogram = np.bincount(streamed, minlength=4)[:4] / n  # points taken 0, 1, 2, 3 times
+    poisson = np.exp(-1.0) / np.array([1, 1, 2, 6])
+    # 17 496 points: binomial noise ≈ 0.004; 0.0027 measured
+    np.testing.assert_allclose(histogram, poisson, atol=0.015)
+    assert abs(streamed.sum() - n) < 5 * np.sqrt(n)  # the resample's size: n ± √n
+    other = counts(BatchLoader(pairs, *identity, 100, True, 1500, cache_mb=0.0, seed=3, bootstrap=8))
+    assert np.mean(other == streamed) < 0.5  # another resample (two Poisson(1) draws agree 31 % of the time)
+
+
+def test_ensemble_members_with_bootstrap_train_on_their_own_resamples(be2_catalog, tmp_path):
+    settings = dict(epochs=1, descriptor={"plugin": "gaussian", "params": {}}, batch_size=256,
+                    model={"plugin": "feedforward", "params": {"layers": [8]}})
+    out = malaflow.train(config(be2_catalog, tmp_path / "bagged", ensemble=2, bootstrap=True, **settings),
+                         progress=False)
+    members = [json.loads((out / f"member-{k}" / "model.json").read_text())["metadata"]["config"] for k in (0, 1)]
+    assert [(m["seed"], m["bootstrap"]) for m in members] == [(0, True), (1, True)]
+    with pytest.raises(ParameterError, match="bootstrap must be true or false, got 'yes'"):
+        malaflow.TrainingConfig(bootstrap="yes")
+
+
 # --------------------------------------------------------------------------- training
 
 

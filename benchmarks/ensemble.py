@@ -1,0 +1,91 @@
+"""Error bars that hold, Be at 298 K: an ensemble of 5 networks (examples/train-be2-ensemble.yaml)
+against its seed-0 member alone, on held-out Be2 cells like the training data and on cells whose
+atoms are displaced 2× and 3× further (out of distribution).
+
+The data are those of examples/generate-demo.yaml (2 training cells, 1 validation, 1 test) and
+examples/generate-be2-{heldout,hot,hotter}.yaml (3 more validation cells, 7 + 4 + 4 test cells),
+generated when missing (Quantum ESPRESSO, ~20 s per cell). The errors are against each cell's own
+DFT LDOS (band energy at each side's self-consistent Fermi level), as `malaflow test` prints them;
+σ is the ensemble's calibrated spread. Writes the error-vs-σ plot to benchmarks/ensemble-sigma.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .harness import table
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+PLOT = Path(__file__).resolve().parent / "ensemble-sigma.png"
+#: datasets of the held-out cells, and what they are
+SETS = {"be2-298K-demo": "298 K", "be2-298K-heldout": "298 K", "be2-1200K-displaced": "2× displaced",
+        "be2-2700K-displaced": "3× displaced"}
+LARGE, SMALL = 50.0, 25.0  # meV/atom: an error above LARGE must come with σ above SMALL
+
+
+def main() -> str:
+    import malaflow
+    from malaflow.evaluation import evaluate_stores
+    from malaflow.generate import generate
+
+    for name in ("demo", "be2-heldout", "be2-hot", "be2-hotter"):
+        generate(EXAMPLES / f"generate-{name}.yaml")
+    path = malaflow.train(EXAMPLES / "train-be2-ensemble.yaml")
+    ensemble, single = malaflow.load_model(path), malaflow.load_model(path / "member-0")
+    cat = malaflow.Catalog.load(REPO / "generated" / "demo-catalog.yaml")
+    records = [r for r in cat.records if r.split == "test" and r.dataset in SETS]
+    stores = {r.id: cat.store_path(r.id) for r in records}
+    both = [e for e, _, _ in evaluate_stores(ensemble, stores)]
+    alone = [e for e, _, _ in evaluate_stores(single, stores)]
+    rows, points = [], []
+    for r, e, s in zip(records, both, alone):
+        err, sigma = e.band_energy_mev_per_atom, e.band_energy_sigma_mev_per_atom
+        points.append((SETS[r.dataset], abs(s.band_energy_mev_per_atom), abs(err), sigma))
+        rows.append([r.id, SETS[r.dataset], f"{s.band_energy_mev_per_atom:+.1f}", f"{err:+.1f}", f"{sigma:.1f}",
+                     f"{abs(err) / sigma:.2f}", "yes" if abs(err) <= 2 * sigma else "NO",
+                     f"{100 * e.outside_training:.1f} %"])
+    plot(points, ensemble.calibration)
+    return (f"ensemble: {len(ensemble.members)} members, calibration factor {ensemble.calibration:.2f} "
+            f"(fitted on {len(ensemble.metadata.get('calibrated_on', [])) or 'the'} validation cells); "
+            f"plot: {PLOT.relative_to(REPO)}\n\n"
+            + table(rows, ["snapshot", "cells", "single ΔE_band meV/atom", "ensemble ΔE_band", "σ", "|Δ|/σ",
+                           "within 2σ", "extrapolated"])
+            + "\n\n" + summary(points))
+
+
+def summary(points: list[tuple[str, float, float, float]]) -> str:
+    """Mean absolute errors per kind of cell, the 2σ coverage, and the large errors with small σ."""
+    lines = []
+    for kind in dict.fromkeys(p[0] for p in points):
+        group = [p for p in points if p[0] == kind]
+        lines.append(f"{kind}: {len(group)} cells, mean |ΔE_band| single {np.mean([p[1] for p in group]):.1f}, "
+                     f"ensemble {np.mean([p[2] for p in group]):.1f} meV/atom; mean σ {np.mean([p[3] for p in group]):.1f}")
+    covered = sum(p[2] <= 2 * p[3] for p in points)
+    silent = [p for p in points if p[2] > LARGE and p[3] <= SMALL]
+    lines.append(f"within the calibrated 2σ: {covered} of {len(points)} ({covered / len(points):.0%}; goal ≥ 80 %)")
+    lines.append(f"errors above {LARGE:.0f} meV/atom with σ at most {SMALL:.0f}: {len(silent)} (goal 0)")
+    return "\n".join(lines)
+
+
+def plot(points: list[tuple[str, float, float, float]], calibration: float) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
+    for k, kind in enumerate(dict.fromkeys(p[0] for p in points)):
+        group = [p for p in points if p[0] == kind]
+        ax.loglog([p[3] for p in group], [p[2] for p in group], "os^v"[k % 4], label=kind)
+    lo = min(min(p[3] for p in points), min(p[2] for p in points)) / 2
+    hi = max(max(p[3] for p in points), max(p[2] for p in points)) * 2
+    ax.plot([lo, hi], [2 * lo, 2 * hi], "k--", lw=1, label="|error| = 2σ")
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="|error| = σ")
+    ax.set_xlabel(f"calibrated σ of the band energy (meV/atom; factor {calibration:.2f})")
+    ax.set_ylabel("|ensemble error| of the band energy (meV/atom)")
+    ax.set_title("Be2, 5-member ensemble: error vs. predicted σ")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+    return PLOT
