@@ -152,3 +152,29 @@ def plot_ionic_structure(rdf: tuple[np.ndarray, np.ndarray], ssf: tuple[np.ndarr
     c.plot(centres, np.diagonal(np.diagonal(g3)))
     c.set(xlabel="r (Å)", ylabel="g₃(r, r, r)")
     return _save(fig, path)
+
+
+def plot_learning_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+    """PNG of active-learning runs ({label: rounds}): the held-out cells' mean |error| (solid)
+    and mean σ (dashed) of the band energy against the training cells (left), and the
+    candidates' mean σ per round (right)."""
+    fig, (left, right) = _subplots(1, 2, figsize=(11, 4))
+    for k, (label, records) in enumerate(runs.items()):
+        color = f"C{k}"
+        rows = [r for r in records if r.get("held_out_error") is not None]
+        if rows:
+            cells = [r["training_cells"] for r in rows]
+            left.plot(cells, [r["held_out_error"] for r in rows], "o-", color=color, label=f"{label}: |error|")
+            left.plot(cells, [r["held_out_sigma"] for r in rows], "s--", color=color, label=f"{label}: σ")
+        rows = [r for r in records if r.get("candidate_sigma_mean") is not None]
+        right.plot([r["round"] for r in rows], [r["candidate_sigma_mean"] for r in rows], "o-", color=color, label=label)
+    left.set_xlabel("training cells")
+    left.set_ylabel("held-out band energy (meV/atom)")
+    left.set_title("held-out cells: mean |error| and mean σ")
+    right.set_xlabel("round")
+    right.set_ylabel("mean σ of the candidates (meV/atom)")
+    right.set_title("candidates' σ")
+    for ax in (left, right):
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    return _save(fig, path)

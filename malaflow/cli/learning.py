@@ -93,6 +93,23 @@ def hpo_cmd(
             typer.echo(f"{key}: {result.files[key]}")
 
 
+@app.command("learn")
+def learn_cmd(
+    config: Path = typer.Argument(..., help="Learning config (YAML); see examples/learn-be2.yaml"),
+    cluster: Optional[Path] = ClusterOption,
+) -> None:
+    """Active learning: train an ensemble, send the candidates it is least sure of to DFT,
+    retrain; round by round until σ is small or the DFT budget is spent. Run again to go on."""
+    from ..active_learning import ROUNDS_FILE, LearnConfig, learn, rounds_table
+
+    settings = LearnConfig.load(config)
+    with on_cluster(cluster):
+        records = learn(settings)
+    typer.echo(rounds_table(records))
+    out = Path(settings.output)
+    typer.echo(f"stopped: {records[-1]['stopped']}\nrounds: {out / ROUNDS_FILE}\nplot: {out / 'learning.png'}")
+
+
 @app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="Trained model folder"),

@@ -1,0 +1,140 @@
+"""Active learning: rounds of ensemble training, candidates ranked by σ, DFT of the chosen
+ones; recorded round by round and resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+import malaflow
+from malaflow.active_learning import LearnConfig, choose, dft_core_seconds, learn, sample_candidates, score_candidates
+from malaflow.errors import ParameterError
+from malaflow.generate import generate
+
+from conftest import be_config, training_config
+
+BE = {"name": "Be", "crystalstructure": "hcp", "a": 2.26, "c": 3.57}
+
+
+def test_dft_cost_is_read_from_the_timing_lines(tmp_path):
+    (tmp_path / "scf.out").write_text("     init_run     :      0.50s CPU      0.60s WALL\n"
+                                      "     PWSCF        :   1m23.45s CPU   1m30.00s WALL\n")
+    (tmp_path / "ldos.out").write_text("     PP           :  1h 2m 3.00s CPU  1h 2m 9.00s WALL\n")
+    (tmp_path / "other.txt").write_text("     PWSCF        :   9.00s CPU\n")
+    assert dft_core_seconds(tmp_path) == pytest.approx(83.45 + 3723.0)
+    assert dft_core_seconds(tmp_path, ranks=4) == pytest.approx(4 * (83.45 + 3723.0))
+
+
+def test_choice_by_sigma_or_at_random():
+    sigma = np.array([3.0, 9.0, 1.0, 9.0, 5.0])
+    assert choose(sigma, 3, "sigma", np.random.default_rng(0)) == [1, 3, 4]
+    draws = [tuple(choose(sigma, 2, "random", np.random.default_rng([0, r]))) for r in range(20)]
+    assert len(set(draws)) > 3 and all(len(set(d)) == 2 for d in draws)
+    assert choose(sigma, 9, "sigma", np.random.default_rng(0)) == [1, 3, 4, 0, 2]
+
+
+def test_candidates_are_fresh_each_round():
+    spec = {"bulk": BE, "count": 2, "seed": 5, "displacement": {"temperature": 298}}
+    a, b = sample_candidates([spec], 0), sample_candidates([spec], 1)
+    assert len(a) == 2 and not np.allclose(a[0].positions, b[0].positions)
+    assert np.array_equal(sample_candidates([spec], 0)[1].positions, a[1].positions)  # reproducible
+    own = malaflow.generate.configurations(spec)  # the spec's own seed (the generation's) is never drawn
+    assert not any(np.allclose(own[0].positions, c.positions) for c in a + b)
+
+
+def test_learning_config_checks(tmp_path):
+    with pytest.raises(ParameterError, match="selection must be one of"):
+        LearnConfig(output="o", generation="g", training="t", candidates=[{"bulk": BE}], selection="best")
+    with pytest.raises(ParameterError, match="candidates: give at least one"):
+        LearnConfig(output="o", generation="g", training="t")
+    with pytest.raises(ParameterError, match="held_out: a list of selections"):
+        LearnConfig(output="o", generation="g", training="t", candidates=[{"bulk": BE}], held_out=["x"])
+
+
+def write_configs(root):
+    """The configs of a 2-round loop (2-member ensembles, 1 cell per round from 4
+    candidates) starting from 2 training cells, with 1 validation cell and 1 held-out cell
+    displaced twice as far."""
+    start = be_config(root, count=3, split={"train": 2, "validation": 1})
+    hot = be_config(root, count=1, split="test")
+    hot["dataset"] = "be2-hot"
+    hot["structures"] = {**hot["structures"], "seed": 3, "displacement": {"temperature": 1200.0}}
+    (root / "generate.yaml").write_text(yaml.safe_dump(start))
+    (root / "generate-hot.yaml").write_text(yaml.safe_dump(hot))
+    train = training_config(malaflow.Catalog(root / "catalog.yaml"), root / "unused", ensemble=2, epochs=2,
+                            early_stopping=0, batch_size=256, descriptor={"plugin": "gaussian", "params": {}},
+                            model={"plugin": "feedforward", "params": {"layers": [16]}},
+                            train={"dataset": "be2", "split": "train"}, validation={"split": "validation"})
+    (root / "train.yaml").write_text(yaml.safe_dump(train))
+    learn_config = {
+        "output": str(root / "learn"), "generation": str(root / "generate.yaml"),
+        "training": str(root / "train.yaml"), "per_round": 1, "rounds": 2, "dataset": "be2-learned",
+        "candidates": [{"bulk": BE, "count": 2, "seed": 11, "displacement": {"temperature": 298.0}},
+                       {"bulk": BE, "count": 2, "seed": 12, "displacement": {"temperature": 1200.0}}],
+        "held_out": [{"dataset": "be2-hot"}],
+    }
+    (root / "learn.yaml").write_text(yaml.safe_dump(learn_config))
+    return root
+
+
+@pytest.fixture
+def learning_setup(quantum_espresso, tmp_path):
+    root = write_configs(tmp_path)
+    for name in ("generate.yaml", "generate-hot.yaml"):
+        assert not generate(root / name, progress=False)["failed"]
+    return root
+
+
+def test_a_learning_loop_records_its_rounds_and_resumes_after_a_kill(learning_setup):
+    root = learning_setup
+    rounds = root / "learn" / "rounds.json"
+    proc = subprocess.Popen([sys.executable, "-m", "malaflow.cli", "learn", str(root / "learn.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (rounds.is_file() and json.loads(rounds.read_text())["rounds"]):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "round 0 did not finish in 10 minutes"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # in round 1
+    proc.wait()
+    first = json.loads(rounds.read_text())["rounds"]
+    assert len(first) == 1 and len(first[0]["acquired"]) == 1
+
+    run = subprocess.run([sys.executable, "-m", "malaflow.cli", "learn", str(root / "learn.yaml")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "stopped: 2 rounds done" in run.stdout and "held-out |Δ|" in run.stdout
+    records = json.loads(rounds.read_text())["rounds"]
+    assert records[0] == first[0]  # the recorded round stays as it was
+    assert [r["training_cells"] for r in records] == [2, 3, 4]
+    assert [len(r["acquired"]) for r in records] == [1, 1, 0]
+    cat = malaflow.Catalog.load(root / "catalog.yaml")
+    learned = [r.id for r in cat.query(dataset="be2-learned")]
+    assert sorted(learned) == sorted(records[0]["acquired"] + records[1]["acquired"])
+    assert len(list((root / "generated" / "raw").glob("be2-learned-*"))) == 2  # each cell's DFT ran once
+    assert records[1]["dft_core_minutes"] > records[0]["dft_core_minutes"] > 0
+    for r in records:
+        assert set(r["held_out"]) == {cat.query(dataset="be2-hot")[0].id}
+        assert r["held_out_sigma"] > 0 and r["held_out_error"] > 0
+    # round 0 chose the candidate its own ensemble was least sure of
+    model = malaflow.load_model(root / "learn" / "round-0" / "model")
+    sigma, share = score_candidates(model, sample_candidates(LearnConfig.load(root / "learn.yaml").candidates, 0))
+    assert records[0]["chosen_sigma"] == [pytest.approx(sigma.max(), rel=1e-9)]
+    assert records[0]["candidate_sigma_max"] == pytest.approx(sigma.max(), rel=1e-9)
+    assert (root / "learn" / "learning.png").stat().st_size > 10_000
+
+
+def test_learning_needs_an_ensemble(tmp_path):
+    root = write_configs(tmp_path)
+    train = yaml.safe_load((root / "train.yaml").read_text())
+    (root / "train.yaml").write_text(yaml.safe_dump({**train, "ensemble": 1}))
+    with pytest.raises(ParameterError, match="trains one network; candidates are ranked by an ensemble's spread"):
+        learn(root / "learn.yaml", progress=False)
