@@ -346,15 +346,21 @@ def test_band_energy_forces_without_pseudopotentials(smooth_model, tmp_path):
     forces are that energy's gradient: the grand-potential weights alone."""
     bare = tmp_path / "bare"
     shutil.copytree(smooth_model, bare, ignore=shutil.ignore_patterns("*.UPF"))
-    model = malaflow.load_model(bare)
+    forces_against_finite_differences(malaflow.load_model(bare), 3, "band")
+
+
+def forces_against_finite_differences(model, seed: int, kind: str):
+    """A rattled Be2 cell with the model's calculator: its forces against central
+    differences of its own free energy (of ``kind``), two components; the cell."""
     atoms = bulk("Be", "hcp", a=2.26, c=3.57)
-    atoms.rattle(0.05, seed=3)
+    atoms.rattle(0.05, seed=seed)
     atoms.calc = malaflow.Calculator(model, chunks=9)
     forces = atoms.get_forces()
-    assert atoms.calc.results["kind"] == "band"
+    assert atoms.calc.results["kind"] == kind
     energy = energy_of_positions(model, atoms, 9)
-    for i, k in [(0, 0), (1, 2)]:
+    for i, k in ((0, 0), (1, 2)):
         assert forces[i, k] == pytest.approx(-central(energy, atoms.positions, (i, k), 5e-4), abs=3e-4)
+    return atoms
 
 
 def test_an_ensembles_forces_and_energy_uncertainty(smooth_model):
@@ -368,16 +374,7 @@ def test_an_ensembles_forces_and_energy_uncertainty(smooth_model):
     with torch.no_grad():  # a second member: the same network, its weights perturbed
         for p in other.network.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-    model = malaflow.EnsembleModel([one, other])
-    atoms = bulk("Be", "hcp", a=2.26, c=3.57)
-    atoms.rattle(0.05, seed=4)
-    atoms.calc = malaflow.Calculator(model, chunks=9)
-    forces = atoms.get_forces()
-    assert atoms.calc.results["kind"] == "total"
-    energy = energy_of_positions(model, atoms, 9)
-    for i, k in ((0, 0), (1, 2)):
-        fd = -central(energy, atoms.positions, (i, k), 5e-4)
-        assert forces[i, k] == pytest.approx(fd, abs=3e-4)  # as for one model (FD error ∝ h²)
+    atoms = forces_against_finite_differences(malaflow.EnsembleModel([one, other]), 4, "total")
     alone = [malaflow.Calculator(m, chunks=9).get_potential_energy(atoms, force_consistent=True)
              for m in (one, other)]
     assert abs(alone[0] - alone[1]) > 1e-3  # the members differ
