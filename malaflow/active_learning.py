@@ -10,7 +10,8 @@ when no candidate's σ exceeds ``target_sigma``; the last round trains and evalu
 
 Every round is recorded in OUTPUT/rounds.json (training cells, DFT cost so far, the
 candidates' σ and extrapolated share, the held-out cells' true errors and σ, the cells
-acquired) as soon as it ends. Running again goes on from the first unrecorded round: its
+acquired) as soon as it ends. Running again goes on from the first unrecorded round (or
+from the last one, if the config now asks for more rounds, budget or a lower target): its
 training resumes from its checkpoints, its candidates are drawn again from the same seeds,
 its choice is read back from OUTPUT/round-R/chosen.extxyz, and cells whose DFT finished
 are not run again.
@@ -101,6 +102,8 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
     cat = Catalog.load(base.catalog)
     start = select_ids(cat, base.train, "training")
     held_out = list(dict.fromkeys(id for s in config.held_out for id in select_ids(cat, s, "held-out")))
+    if records and records[-1].get("stopped") and not still_stopped(records[-1], config):
+        records.pop()  # the config asks for more (rounds, budget, a lower target): that round goes on
     for r in range(len(records), config.rounds + 1):
         if records and records[-1].get("stopped"):
             break
@@ -129,24 +132,35 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
     if held_out:
         record.update(held_out_errors(model, generation, held_out))
     if r == config.rounds:
-        record["stopped"] = f"{config.rounds} rounds done"
-        return record
+        return {**record, "stopped": f"{config.rounds} rounds done", "stopped_by": "rounds"}
     if config.budget_core_minutes is not None and spent >= config.budget_core_minutes:
-        record["stopped"] = f"DFT budget spent ({spent:.1f} of {config.budget_core_minutes:g} core-minutes)"
-        return record
+        return {**record, "stopped": f"DFT budget spent ({spent:.1f} of {config.budget_core_minutes:g} core-minutes)",
+                "stopped_by": "budget"}
     candidates = sample_candidates(config.candidates, r)
     sigma, extrapolated = score_candidates(model, candidates)
     record.update(candidate_sigma_max=float(sigma.max()), candidate_sigma_mean=float(sigma.mean()),
                   candidate_extrapolated_mean=float(extrapolated.mean()))
     if sigma.max() <= config.target_sigma:
-        record["stopped"] = f"every candidate's σ ≤ {config.target_sigma:g} meV/atom"
-        return record
+        return {**record, "stopped": f"every candidate's σ ≤ {config.target_sigma:g} meV/atom", "stopped_by": "target"}
     chosen = choose(sigma, config.per_round, config.selection, np.random.default_rng([config.seed, r]))
     record["chosen_sigma"] = [float(sigma[i]) for i in chosen]
     ids, cost, failed = acquire(generation, config.dataset, [candidates[i] for i in chosen], folder / "chosen.extxyz",
                                 client, progress)
     record.update(acquired=ids, dft_core_minutes=spent + cost, failed=failed)
     return record
+
+
+def still_stopped(record: dict[str, Any], config: LearnConfig) -> bool:
+    """Whether the reason the loop stopped at ``record`` holds under ``config`` (which may
+    have been changed since: more rounds, a larger budget, a lower target)."""
+    by = record.get("stopped_by")
+    if by == "rounds":
+        return record["round"] >= config.rounds
+    if by == "budget":
+        return config.budget_core_minutes is not None and record["dft_core_minutes"] >= config.budget_core_minutes
+    if by == "target":
+        return record["candidate_sigma_max"] <= config.target_sigma
+    return True
 
 
 def sample_candidates(specs: list[dict[str, Any]], r: int) -> list[Any]:

@@ -131,6 +131,13 @@ def test_a_learning_loop_records_its_rounds_and_resumes_after_a_kill(learning_se
     assert records[0]["candidate_sigma_max"] == pytest.approx(sigma.max(), rel=1e-9)
     assert (root / "learn" / "learning.png").stat().st_size > 10_000
 
+    # one round more asked for: the last round goes on to acquire, and a new one ends the loop
+    config = yaml.safe_load((root / "learn.yaml").read_text())
+    (root / "learn.yaml").write_text(yaml.safe_dump({**config, "rounds": 3}))
+    longer = learn(root / "learn.yaml", progress=False)
+    assert longer[:2] == records[:2] and [len(r["acquired"]) for r in longer] == [1, 1, 1, 0]
+    assert longer[-1]["stopped"] == "3 rounds done" and longer[-1]["training_cells"] == 5
+
 
 def test_learning_needs_an_ensemble(tmp_path):
     root = write_configs(tmp_path)
