@@ -101,7 +101,7 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
     records = read_rounds(out)
     cat = Catalog.load(base.catalog)
     start = select_ids(cat, base.train, "training")
-    held_out = list(dict.fromkeys(id for s in config.held_out for id in select_ids(cat, s, "held-out")))
+    held_out = select_ids(cat, config.held_out, "held-out") if config.held_out else []
     if records and records[-1].get("stopped") and not still_stopped(records[-1], config):
         records.pop()  # the config asks for more (rounds, budget, a lower target): that round goes on
     for r in range(len(records), config.rounds + 1):

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,9 @@ class TrainingConfig:
 
     output: str = "models/model"
     catalog: str | None = None
-    train: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
-    validation: dict[str, Any] = field(default_factory=lambda: {"split": "validation"})
+    # a selection, or a list of them (their union): {split: …, dataset: …} or {ids: [...]}
+    train: dict[str, Any] | list[dict[str, Any]] = field(default_factory=lambda: {"split": "train"})
+    validation: dict[str, Any] | list[dict[str, Any]] = field(default_factory=lambda: {"split": "validation"})
     descriptor: dict[str, Any] = field(default_factory=lambda: {"plugin": "bispectrum", "params": {}})
     model: dict[str, Any] = field(default_factory=lambda: {"plugin": "feedforward", "params": {}})
     target: str = DEFAULT_TARGET
@@ -107,8 +108,14 @@ class TrainingConfig:
         return load_config(cls, source, "training config", paths=("output", "catalog", "shuffled"), base=base)
 
 
-def select_ids(cat: Catalog, selection: Mapping[str, Any], what: str) -> list[str]:
-    """Snapshot ids of a selection in a config: ``{ids: [...]}`` or catalog query keys."""
+def select_ids(cat: Catalog, selection: Mapping[str, Any] | Sequence[Mapping[str, Any]], what: str) -> list[str]:
+    """Snapshot ids of a selection in a config: ``{ids: [...]}`` or catalog query keys, or
+    a list of such selections (their union, in order)."""
+    if not isinstance(selection, Mapping):
+        if not selection or not all(isinstance(s, Mapping) for s in selection):
+            raise ParameterError(f"the {what} selection must be a mapping ({{split: …, dataset: …}} or "
+                                 f"{{ids: […]}}) or a list of them, got {selection!r}")
+        return list(dict.fromkeys(id for s in selection for id in select_ids(cat, s, what)))
     selection = dict(selection)
     if "ids" in selection:
         ids = list(selection.pop("ids"))
@@ -239,7 +246,7 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     network = model_plugin.build(n_in, n_out).to(device)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(config, network, device, replica)
+    run = TrainingRun(config, network, device, replica, {"train": train_ids, "validation": val_ids})
     if resume:
         run.restore()
     run.fit(loader, val_loader, max_epochs, progress)

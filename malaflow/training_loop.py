@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 class TrainingRun:
     """One training run's state from epoch to epoch (see the module docstring)."""
 
-    def __init__(self, config: Any, network: torch.nn.Module, device: torch.device, replica: Replica = SOLO) -> None:
+    def __init__(self, config: Any, network: torch.nn.Module, device: torch.device, replica: Replica = SOLO,
+                 snapshots: dict[str, list[str]] | None = None) -> None:
         self.config, self.network, self.device, self.replica = config, network, device, replica
+        self.snapshots = dict(snapshots or {})  # {"train": ids, "validation": ids} the selections resolved to
         self.model = replica.wrap(network, device)  # what the training forward pass goes through
         self.optimizer = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(
             network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -76,6 +78,13 @@ class TrainingRun:
             detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
             raise MalaflowError(f"{self.checkpoint_file} was trained with other settings ({detail}); "
                                 "restore them, or remove the checkpoint, or train into another output")
+        for split, ids in (saved.get("snapshots") or {}).items():  # absent from older checkpoints
+            if split in self.snapshots and sorted(ids) != sorted(self.snapshots[split]):
+                raise MalaflowError(
+                    f"{self.checkpoint_file} was trained on other {split} snapshots: its selection "
+                    f"{getattr(self.config, 'train' if split == 'train' else 'validation')} matched {len(ids)} then, "
+                    f"{len(self.snapshots[split])} now (the catalog changed). Its weights belong to those data and "
+                    "their scaling; train into another output, or select the snapshots by ids")
         done = saved["state"]["epoch"]
         if self.config.epochs < done:
             raise MalaflowError(f"{self.checkpoint_file} has {done} epochs done; epochs: {self.config.epochs} "
@@ -96,7 +105,7 @@ class TrainingRun:
                 "config": dataclasses.asdict(self.config), "network": self.network.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "state": self.state,
+                "torch_rng": torch.get_rng_state(), "state": self.state, "snapshots": self.snapshots,
             }, tmp)
             os.replace(tmp, self.checkpoint_file)
         except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError

@@ -20,7 +20,7 @@ import malaflow
 from malaflow.catalog import Catalog
 from malaflow.cli import app
 from malaflow.data import BatchLoader, Scaler, SnapshotPair
-from malaflow.errors import ParameterError, PluginError
+from malaflow.errors import MalaflowError, ParameterError, PluginError
 from malaflow.evaluation import evaluate_store
 
 from conftest import training_config as config
@@ -139,6 +139,31 @@ def test_a_full_disk_at_a_checkpoint_is_one_message_and_leaves_no_temporary(be2_
         malaflow.train(cfg, progress=False)
     assert not (tmp_path / "run" / ".checkpoint.pt.tmp").exists()
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_checkpoint_of_other_snapshots_is_not_continued(be2_catalog, tmp_path):
+    """The selection {split: train} matches one snapshot more after the catalog changed: the
+    finished run's weights belong to the old data and its scaling, so training into the same
+    output is refused, not re-saved with scalers fitted to the new data."""
+    import yaml as pyyaml
+
+    shutil.copytree(be2_catalog.root, tmp_path / "data")
+    cat = Catalog.load(tmp_path / "data" / "catalog.yaml")
+    settings = dict(epochs=1, descriptor={"plugin": "gaussian", "params": {}}, batch_size=256,
+                    model={"plugin": "feedforward", "params": {"layers": [8]}})
+    malaflow.train(config(cat, tmp_path / "m", **settings), progress=False)
+    doc = pyyaml.safe_load(cat.path.read_text())
+    for record in doc["snapshots"]:
+        if record["id"] == "be2-3":
+            record["split"] = "train"
+    cat.path.write_text(pyyaml.safe_dump(doc))
+    before = (tmp_path / "m" / "model.json").read_bytes()
+    with pytest.raises(MalaflowError, match=r"trained on other train snapshots: its selection \{'split': 'train'\} "
+                                            r"matched 2 then, 3 now"):
+        malaflow.train(config(cat, tmp_path / "m", **settings), progress=False)
+    assert (tmp_path / "m" / "model.json").read_bytes() == before
+    both = [{"ids": ["be2-0"]}, {"split": "train"}]  # a list of selections: their union, in order
+    assert malaflow.training.select_ids(be2_catalog, both, "training") == ["be2-0", "be2-1"]
 
 
 def test_ctrl_c_says_where_training_resumes(be2_catalog, tmp_path):
