@@ -44,13 +44,15 @@ def main() -> str:
     cat = malaflow.Catalog.load(REPO / "generated" / "demo-catalog.yaml")
     records = [r for r in cat.records if r.split == "test" and r.dataset in SETS]
     stores = {r.id: cat.store_path(r.id) for r in records}
-    both = [e for e, _, _ in evaluate_stores(ensemble, stores)]
+    results = evaluate_stores(ensemble, stores)
+    both = [e for e, _, _ in results]
+    members = [members_error(predicted, reference) for _, predicted, reference in results]
     alone = [e for e, _, _ in evaluate_stores(single, stores)]
     seeds = [e for e, _, _ in evaluate_stores(seeds_only, stores)]
     rows, points = [], []
-    for r, e, s in zip(records, both, alone):
+    for r, e, s, m in zip(records, both, alone, members):
         err, sigma = e.band_energy_mev_per_atom, e.band_energy_sigma_mev_per_atom
-        points.append((SETS[r.dataset], abs(s.band_energy_mev_per_atom), abs(err), sigma))
+        points.append((SETS[r.dataset], abs(s.band_energy_mev_per_atom), abs(err), sigma, m))
         rows.append([r.id, SETS[r.dataset], f"{s.band_energy_mev_per_atom:+.1f}", f"{err:+.1f}", f"{sigma:.1f}",
                      f"{abs(err) / sigma:.2f}", "yes" if abs(err) <= 2 * sigma else "NO",
                      f"{100 * e.outside_training:.1f} %"])
@@ -67,13 +69,25 @@ def main() -> str:
                         e.band_energy_sigma_mev_per_atom) for r, e, s in zip(records, seeds, alone)]))
 
 
-def summary(points: list[tuple[str, float, float, float]]) -> str:
-    """Mean absolute errors per kind of cell, the 2σ coverage, and the large errors with small σ."""
+def members_error(predicted, reference) -> float:
+    """Mean |ΔE_band| (meV/atom) of an ensemble's members, each alone (its own Fermi level):
+    what one network of the ensemble's settings makes, on average over seeds."""
+    from malaflow import observables, spread
+
+    values = np.array(spread(predicted)["band_energy"]["members"])
+    return 1000.0 * float(np.mean(np.abs(values - observables(reference).band_energy))) / reference.sizes["atom"]
+
+
+def summary(points: list[tuple]) -> str:
+    """Mean absolute errors per kind of cell (the single network, the ensemble's mean, and —
+    given — its members alone), the 2σ coverage, and the large errors with small σ."""
     lines = []
     for kind in dict.fromkeys(p[0] for p in points):
         group = [p for p in points if p[0] == kind]
+        members = f", its members alone {np.mean([p[4] for p in group]):.1f}" if len(group[0]) > 4 else ""
         lines.append(f"{kind}: {len(group)} cells, mean |ΔE_band| single {np.mean([p[1] for p in group]):.1f}, "
-                     f"ensemble {np.mean([p[2] for p in group]):.1f} meV/atom; mean σ {np.mean([p[3] for p in group]):.1f}")
+                     f"ensemble {np.mean([p[2] for p in group]):.1f}{members} meV/atom; "
+                     f"mean σ {np.mean([p[3] for p in group]):.1f}")
     covered = sum(p[2] <= 2 * p[3] for p in points)
     silent = [p for p in points if p[2] > LARGE and p[3] <= SMALL]
     lines.append(f"within the calibrated 2σ: {covered} of {len(points)} ({covered / len(points):.0%}; goal ≥ 80 %)")
@@ -81,7 +95,7 @@ def summary(points: list[tuple[str, float, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot(points: list[tuple[str, float, float, float]], calibration: float) -> Path:
+def plot(points: list[tuple], calibration: float) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 4.5))
