@@ -213,7 +213,7 @@ def acquire(generation: Any, dataset: str, chosen: list[Any], path: Path, client
         os.replace(tmp, path)
     config = dataclasses.replace(generation, structures={"file": str(path)}, dataset=dataset, split="train")
     result = generate(config, client=client, progress=progress)
-    ids = result["done"] + result["skipped"]
+    ids = sorted(result["done"] + result["skipped"])  # not in the order the runs finished: training reads them in order
     raw = Path(generation.output) / "raw"
     cost = sum(dft_core_seconds(raw / id, generation.qe.mpi_ranks) for id in ids) / 60.0
     return ids, cost, result["failed"]
