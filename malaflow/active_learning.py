@@ -8,8 +8,8 @@ control), and sends the top ``per_round`` to DFT through ``generate`` (as tasks)
 them to the catalog. It stops after ``rounds`` acquisitions, when the DFT budget is spent, or
 when no candidate's σ exceeds ``target_sigma``; the last round trains and evaluates only.
 
-Every round is recorded in OUTPUT/rounds.json (training cells, DFT cost so far, the
-candidates' σ and extrapolated share, the held-out cells' true errors and σ, the cells
+Every round is recorded in OUTPUT/rounds.json (training cells, the DFT core-minutes spent on
+the acquired ones among them and on the round's own acquisition, the candidates' σ and extrapolated share, the held-out cells' true errors and σ, the cells
 acquired) as soon as it ends. Running again goes on from the first unrecorded round (or
 from the last one, if the config now asks for more rounds, budget or a lower target): its
 training resumes from its checkpoints, its candidates are drawn again from the same seeds,
@@ -108,7 +108,7 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
         if records and records[-1].get("stopped"):
             break
         acquired = [id for rec in records for id in rec["acquired"]]
-        spent = records[-1]["dft_core_minutes"] if records else 0.0
+        spent = records[-1]["dft_core_minutes"] + records[-1]["acquired_core_minutes"] if records else 0.0
         record = run_round(config, generation, base, r, start + acquired, held_out, spent, client, progress)
         records.append(record)
         write_rounds(out, records)
@@ -128,7 +128,7 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
                     client=client, progress=progress)
     model = load_model(trained)
     record: dict[str, Any] = {"round": r, "training_cells": len(train_ids), "dft_core_minutes": spent,
-                              "acquired": [], "stopped": None}
+                              "acquired": [], "acquired_core_minutes": 0.0, "stopped": None}
     if held_out:
         record.update(held_out_errors(model, generation, held_out))
     if r == config.rounds:
@@ -146,7 +146,7 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
     record["chosen_sigma"] = [float(sigma[i]) for i in chosen]
     ids, cost, failed = acquire(generation, config.dataset, [candidates[i] for i in chosen], folder / "chosen.extxyz",
                                 client, progress)
-    record.update(acquired=ids, dft_core_minutes=spent + cost, failed=failed)
+    record.update(acquired=ids, acquired_core_minutes=cost, failed=failed)
     return record
 
 
@@ -158,6 +158,7 @@ def still_stopped(record: dict[str, Any], config: LearnConfig) -> bool:
         return record["round"] >= config.rounds
     if by == "budget":
         return config.budget_core_minutes is not None and record["dft_core_minutes"] >= config.budget_core_minutes
+    # (a budget stop is recorded before any acquisition: its dft_core_minutes is all that was spent)
     if by == "target":
         return record["candidate_sigma_max"] <= config.target_sigma
     return True
@@ -274,7 +275,8 @@ def rounds_table(records: list[dict[str, Any]]) -> str:
                      f"{num(rec.get('candidate_sigma_max'), 11)} {num(rec.get('candidate_sigma_mean'), 7)} "
                      f"{num(rec.get('held_out_error'), 12)} {num(rec.get('held_out_sigma'), 7)} "
                      f"{len(rec['acquired']):8d}  {rec.get('stopped') or ''}")
-    return "\n".join(lines) + "\n(σ and errors of the band energy, meV/atom)"
+    return "\n".join(lines) + ("\n(σ and errors of the band energy, meV/atom; DFT core-minutes: of the acquired "
+                               "cells the round trains on)")
 
 
 def write_plot(records: list[dict[str, Any]], path: Path, label: str = "") -> Path:
