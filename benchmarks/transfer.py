@@ -13,7 +13,6 @@ cell to benchmarks/size-transfer-dos.png.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -26,21 +25,10 @@ EXAMPLES = REPO / "examples"
 PLOT = Path(__file__).resolve().parent / "size-transfer-dos.png"
 
 
-def qe_wall_seconds(folder: Path) -> float:
-    """Wall time of the pw.x and pp.x runs whose outputs are in ``folder``."""
-    total = 0.0
-    for out in folder.glob("*.out"):
-        lines = [line for line in out.read_text().splitlines() if re.match(r"\s*(PWSCF|PP|POST-PROC)\s+:", line)]
-        if lines:
-            wall = lines[-1].split("CPU")[-1].replace("WALL", "")
-            total += sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in re.findall(r"([\d.]+)([hms])", wall))
-    return total
-
-
 def main() -> str:
     import malaflow
     from malaflow.evaluation import errors_by_size, evaluate_stores
-    from malaflow.generate import generate
+    from malaflow.generate import generate, qe_seconds
     from malaflow.observables import observables
     from malaflow.plots import plot_dos_comparison
 
@@ -57,7 +45,7 @@ def main() -> str:
         t0 = time.perf_counter()
         observables(model.predict(reference, chunks=32))  # from the atoms: descriptors, network, observables
         seconds = time.perf_counter() - t0
-        dft = qe_wall_seconds(cat.resolve(r.source).parent)
+        dft = qe_seconds(cat.resolve(r.source).parent, "WALL")
         rows.append([r.id, r.split, str(e.n_atoms), "×".join(map(str, reference.attrs["grid_shape"])),
                      f"{e.band_energy_mev_per_atom:.2f}", f"{e.fermi_mev:.1f}", f"{e.density_relative:.4f}",
                      f"{100 * e.outside_training:.1f} %", f"{dft:.0f}", f"{seconds:.1f}"])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from .errors import ParameterError
 
 SELECTIONS = ("sigma", "random")
 ROUNDS_FILE = "rounds.json"
+PLOT_FILE = "learning.png"
 #: candidate seeds of round r: the spec's seed + ROUND_SEED_STRIDE × (r + 1), never the spec's own
 ROUND_SEED_STRIDE = 1000
 
@@ -101,7 +101,7 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
     records = read_rounds(out)
     cat = Catalog.load(base.catalog)
     start = select_ids(cat, base.train, "training")
-    held_out = select_ids(cat, config.held_out, "held-out") if config.held_out else []
+    held_out = {id: cat.store_path(id) for id in select_ids(cat, config.held_out, "held-out")} if config.held_out else {}
     if records and records[-1].get("stopped") and not still_stopped(records[-1], config):
         records.pop()  # the config asks for more (rounds, budget, a lower target): that round goes on
     for r in range(len(records), config.rounds + 1):
@@ -112,11 +112,11 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
         record = run_round(config, generation, base, r, start + acquired, held_out, spent, client, progress)
         records.append(record)
         write_rounds(out, records)
-    write_plot(records, out / "learning.png", config.selection)
+    write_plot(records, out / PLOT_FILE, config.selection)
     return records
 
 
-def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids: list[str], held_out: list[str],
+def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids: list[str], held_out: dict[str, Path],
               spent: float, client: Any, progress: bool) -> dict[str, Any]:
     """Train on ``train_ids``, evaluate the held-out cells, then (unless the loop stops here)
     rank fresh candidates and acquire the chosen ones."""
@@ -130,7 +130,7 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
     record: dict[str, Any] = {"round": r, "training_cells": len(train_ids), "dft_core_minutes": spent,
                               "acquired": [], "acquired_core_minutes": 0.0, "stopped": None}
     if held_out:
-        record.update(held_out_errors(model, generation, held_out))
+        record.update(held_out_errors(model, held_out))
     if r == config.rounds:
         return {**record, "stopped": f"{config.rounds} rounds done", "stopped_by": "rounds"}
     if config.budget_core_minutes is not None and spent >= config.budget_core_minutes:
@@ -156,9 +156,8 @@ def still_stopped(record: dict[str, Any], config: LearnConfig) -> bool:
     by = record.get("stopped_by")
     if by == "rounds":
         return record["round"] >= config.rounds
-    if by == "budget":
+    if by == "budget":  # recorded before any acquisition: its dft_core_minutes is all that was spent
         return config.budget_core_minutes is not None and record["dft_core_minutes"] >= config.budget_core_minutes
-    # (a budget stop is recorded before any acquisition: its dft_core_minutes is all that was spent)
     if by == "target":
         return record["candidate_sigma_max"] <= config.target_sigma
     return True
@@ -220,28 +219,19 @@ def acquire(generation: Any, dataset: str, chosen: list[Any], path: Path, client
     return ids, cost, result["failed"]
 
 
-_TIMING = re.compile(r"^\s*(PWSCF|PP|POST-PROC)\s+:\s*(.*?)CPU")
-
-
 def dft_core_seconds(folder: Path, ranks: int = 1) -> float:
-    """Core-seconds of the pw.x and pp.x runs whose outputs are in ``folder``: each run's
-    CPU time (its last timing line) times its MPI ranks."""
-    total = 0.0
-    for out in sorted(Path(folder).glob("*.out")):
-        cpu = [m.group(2) for line in out.read_text(errors="replace").splitlines() if (m := _TIMING.match(line))]
-        if cpu:
-            units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-            total += sum(float(v) * units[u] for v, u in re.findall(r"([\d.]+)([hms])", cpu[-1]))
-    return total * max(1, ranks)
+    """Core-seconds of the pw.x and pp.x runs whose outputs are in ``folder``: their CPU time
+    times their MPI ranks."""
+    from .generate import qe_seconds
+
+    return qe_seconds(folder, "CPU") * max(1, ranks)
 
 
-def held_out_errors(model: Any, generation: Any, ids: list[str]) -> dict[str, Any]:
-    """The model's band-energy error and calibrated σ (meV/atom) on each held-out cell, and their means."""
-    from .catalog import Catalog
+def held_out_errors(model: Any, stores: dict[str, Path]) -> dict[str, Any]:
+    """The model's band-energy error and calibrated σ (meV/atom) on each held-out cell ({id: store}), and their means."""
     from .evaluation import evaluate_stores
 
-    cat = Catalog.load(generation.catalog)
-    errors = [e for e, _, _ in evaluate_stores(model, {id: cat.store_path(id) for id in ids})]
+    errors = [e for e, _, _ in evaluate_stores(model, stores)]
     return {
         "held_out": {e.snapshot: {"error": e.band_energy_mev_per_atom, "sigma": e.band_energy_sigma_mev_per_atom,
                                   "extrapolated": e.outside_training} for e in errors},

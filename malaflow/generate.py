@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -275,6 +276,22 @@ def generate(config: Any, client: Any = None, progress: bool = True) -> dict[str
               workers=config.parallel)
     cat.save()
     return result
+
+
+_TIMING = re.compile(r"^\s*(?:PWSCF|PP|POST-PROC)\s+:(.*)CPU(.*)WALL")
+_TIME_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def qe_seconds(folder: str | Path, clock: str = "CPU") -> float:
+    """Seconds of the pw.x and pp.x runs whose outputs (``*.out``) are in ``folder``, each by
+    its last timing line ("PWSCF : 1m23.45s CPU 1m30.00s WALL"): ``clock`` "CPU" or "WALL"."""
+    column = {"CPU": 0, "WALL": 1}[clock]
+    total = 0.0
+    for out in Path(folder).glob("*.out"):
+        times = [m.groups() for line in out.read_text(errors="replace").splitlines() if (m := _TIMING.match(line))]
+        if times:
+            total += sum(float(v) * _TIME_UNITS[u] for v, u in re.findall(r"([\d.]+)([hms])", times[-1][column]))
+    return total
 
 
 def _splits(split: str | Mapping[str, int] | None, n: int) -> list[str | None]:

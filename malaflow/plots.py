@@ -33,12 +33,17 @@ def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target:
     plugin = target_of(ds, target)
     dos = plugin.dos(ds)
     obs = plugin.observables(ds, scheme=scheme)
-    fig, ax = _subplots(figsize=(6, 4))
-    ax.plot(dos["energy"], dos.values, "o-" if dos.sizes["energy"] <= 40 else "-", label="DOS from the LDOS")
-    if "ldos_members" in ds:  # an ensemble: the band of its members' calibrated spread
+    members = None
+    if "ldos_members" in ds:  # an ensemble: its members' DOS, in the pass that gives the DOS
+        import dask
+
         from .ensemble import member_dos
 
-        sigma = float(ds.attrs.get("ensemble_calibration", 1.0)) * member_dos(ds).std("member").values
+        dos, members = dask.compute(dos, member_dos(ds))
+    fig, ax = _subplots(figsize=(6, 4))
+    ax.plot(dos["energy"], dos.values, "o-" if dos.sizes["energy"] <= 40 else "-", label="DOS from the LDOS")
+    if members is not None:  # the band of the members' calibrated spread
+        sigma = float(ds.attrs.get("ensemble_calibration", 1.0)) * members.std("member").values
         ax.fill_between(dos["energy"], dos.values - sigma, dos.values + sigma, color="C0", alpha=0.3, lw=0,
                         label=f"±σ over {ds.sizes['member']} members (calibrated)")
     ax.axvline(obs.fermi_energy, color="C3", ls="--", label=f"E_F = {obs.fermi_energy:.4f} eV ({scheme})")

@@ -100,14 +100,14 @@ def learn_cmd(
 ) -> None:
     """Active learning: train an ensemble, send the candidates it is least sure of to DFT,
     retrain; round by round until σ is small or the DFT budget is spent. Run again to go on."""
-    from ..active_learning import ROUNDS_FILE, LearnConfig, learn, rounds_table
+    from ..active_learning import PLOT_FILE, ROUNDS_FILE, LearnConfig, learn, rounds_table
 
     settings = LearnConfig.load(config)
     with on_cluster(cluster):
         records = learn(settings)
     typer.echo(rounds_table(records))
     out = Path(settings.output)
-    typer.echo(f"stopped: {records[-1]['stopped']}\nrounds: {out / ROUNDS_FILE}\nplot: {out / 'learning.png'}")
+    typer.echo(f"stopped: {records[-1]['stopped']}\nrounds: {out / ROUNDS_FILE}\nplot: {out / PLOT_FILE}")
 
 
 @app.command("predict")
