@@ -12,7 +12,8 @@ Every round is recorded in OUTPUT/rounds.json (training cells, the DFT core-minu
 the acquired ones among them and on the round's own acquisition, the candidates' σ and extrapolated share, the held-out cells' true errors and σ, the cells
 acquired) as soon as it ends. Running again goes on from the first unrecorded round (or
 from the last one, if the config now asks for more rounds, budget or a lower target): its
-training resumes from its checkpoints, its candidates are drawn again from the same seeds,
+training resumes from its checkpoints (with ``warm_start: true`` each round's members start
+from the previous round's), its candidates are drawn again from the same seeds,
 its choice is read back from OUTPUT/round-R/chosen.extxyz, and cells whose DFT finished
 are not run again.
 """
@@ -35,8 +36,10 @@ from .errors import ParameterError
 SELECTIONS = ("sigma", "random")
 ROUNDS_FILE = "rounds.json"
 PLOT_FILE = "learning.png"
-#: candidate seeds of round r: the spec's seed + ROUND_SEED_STRIDE × (r + 1), never the spec's own
+#: candidate seeds of round r in loop ``seed`` s: the spec's seed + ROUND_SEED_STRIDE × (r + 1) +
+#: LOOP_SEED_STRIDE × s, never the spec's own; the members' seeds move by LOOP_SEED_STRIDE × s too
 ROUND_SEED_STRIDE = 1000
+LOOP_SEED_STRIDE = 100_000
 
 
 @dataclass
@@ -52,7 +55,8 @@ class LearnConfig:
     selection: str = "sigma"  # "sigma": the most uncertain; "random": the control
     held_out: list[dict[str, Any]] = field(default_factory=list)  # selections of cells whose true errors are recorded
     dataset: str = "learned"  # the acquired cells' dataset in the catalog
-    seed: int = 0
+    seed: int = 0  # the loop's: moves the candidates' draws, the random choice and the members' seeds
+    warm_start: bool = False  # round r's members start from round r − 1's (steadier from round to round)
 
     def __post_init__(self) -> None:
         checks = [
@@ -124,7 +128,9 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
     from .training import train
 
     folder = Path(config.output) / f"round-{r}"
-    trained = train(dataclasses.replace(base, output=str(folder / "model"), train={"ids": train_ids}),
+    start = str(Path(config.output) / f"round-{r - 1}" / "model") if config.warm_start and r > 0 else base.warm_start
+    trained = train(dataclasses.replace(base, output=str(folder / "model"), train={"ids": train_ids}, warm_start=start,
+                                        seed=base.seed + LOOP_SEED_STRIDE * config.seed),
                     client=client, progress=progress)
     model = load_model(trained)
     record: dict[str, Any] = {"round": r, "training_cells": len(train_ids), "dft_core_minutes": spent,
@@ -136,7 +142,7 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
     if config.budget_core_minutes is not None and spent >= config.budget_core_minutes:
         return {**record, "stopped": f"DFT budget spent ({spent:.1f} of {config.budget_core_minutes:g} core-minutes)",
                 "stopped_by": "budget"}
-    candidates = sample_candidates(config.candidates, r)
+    candidates = sample_candidates(config.candidates, r, config.seed)
     sigma, extrapolated = score_candidates(model, candidates)
     record.update(candidate_sigma_max=float(sigma.max()), candidate_sigma_mean=float(sigma.mean()),
                   candidate_extrapolated_mean=float(extrapolated.mean()))
@@ -163,13 +169,14 @@ def still_stopped(record: dict[str, Any], config: LearnConfig) -> bool:
     return True
 
 
-def sample_candidates(specs: list[dict[str, Any]], r: int) -> list[Any]:
-    """The candidates of round ``r``: each spec sampled with its seed moved on by the round."""
+def sample_candidates(specs: list[dict[str, Any]], r: int, loop_seed: int = 0) -> list[Any]:
+    """The candidates of round ``r``: each spec sampled with its seed moved on by the round and the loop's seed."""
     from .sampling import configurations
 
     frames = []
     for spec in specs:
-        frames += configurations({**spec, "seed": int(spec.get("seed", 0)) + ROUND_SEED_STRIDE * (r + 1)})
+        seed = int(spec.get("seed", 0)) + ROUND_SEED_STRIDE * (r + 1) + LOOP_SEED_STRIDE * loop_seed
+        frames += configurations({**spec, "seed": seed})
     return frames
 
 

@@ -30,9 +30,17 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 def member_configs(config: Any) -> list[Any]:
-    """The members' training configs: seeds seed, seed + 1, …; outputs MODEL/member-k."""
+    """The members' training configs: seeds seed, seed + 1, …; outputs MODEL/member-k; a
+    warm start from an ensemble starts member k from its member k."""
+    starts = [config.warm_start] * config.ensemble
+    if config.warm_start and is_ensemble(config.warm_start):
+        names = ensemble_members(Path(config.warm_start))
+        if len(names) < config.ensemble:
+            raise MalaflowError(f"training config: warm_start {config.warm_start} has {len(names)} members, "
+                                f"too few to start the {config.ensemble} of this ensemble")
+        starts = [str(Path(config.warm_start) / name) for name in names]
     return [dataclasses.replace(config, seed=config.seed + k, output=str(Path(config.output) / f"member-{k}"),
-                                ensemble=1)
+                                ensemble=1, warm_start=starts[k])
             for k in range(config.ensemble)]
 
 
@@ -124,6 +132,22 @@ def is_ensemble(path: str | Path) -> bool:
     return (Path(path) / ENSEMBLE_FILE).is_file()
 
 
+def _description(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / ENSEMBLE_FILE).read_text())
+        if not isinstance(meta, dict) or not isinstance(meta["members"], list):
+            raise TypeError("members: a list of member folders")
+        float(meta.get("calibration", 1.0))
+        return meta
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{path / ENSEMBLE_FILE}: not a malaflow ensemble description ({exc})") from None
+
+
+def ensemble_members(path: Path) -> list[str]:
+    """The member folders' names an ensemble folder lists."""
+    return [str(name) for name in _description(path)["members"]]
+
+
 class EnsembleModel:
     """Members that predict the same LDOS on the same energies from the same descriptors.
 
@@ -155,14 +179,10 @@ class EnsembleModel:
         from .trained_model import load_model
 
         path = Path(path)
-        try:
-            meta = json.loads((path / ENSEMBLE_FILE).read_text())
-            names, calibration = list(meta["members"]), float(meta.get("calibration", 1.0))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{path / ENSEMBLE_FILE}: not a malaflow ensemble description ({exc})") from None
-        members = [load_model(path / name) for name in names]
-        return cls(members, calibration, {**members[0].metadata, "path": str(path.resolve()),
-                                          "calibrated_on": meta.get("calibrated_on", [])})
+        meta = _description(path)
+        members = [load_model(path / name) for name in ensemble_members(path)]
+        return cls(members, float(meta.get("calibration", 1.0)),
+                   {**members[0].metadata, "path": str(path.resolve()), "calibrated_on": meta.get("calibrated_on", [])})
 
     def ldos_of_features(self, device: Any, dtype: Any) -> Any:
         """The members' mean LDOS as a differentiable function of the raw descriptors (the

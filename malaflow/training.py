@@ -11,6 +11,7 @@ replicas (:mod:`malaflow.data_parallel`) train to the weights of one process.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -78,6 +79,8 @@ class TrainingConfig:
     ensemble: int = 1  # members trained from seeds seed … seed + K − 1 (malaflow.ensemble)
     bootstrap: bool = False  # train on a Poisson resample of the training points drawn from the seed
     shuffled: str | None = None  # pre-shuffled training points (malaflow shuffle), read in place of the snapshots'
+    # a trained model (folder) to start from: its weights and scalers (an ensemble's members start from its members)
+    warm_start: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,7 +108,7 @@ class TrainingConfig:
     def load(cls, source: TrainingConfig | Mapping[str, Any] | str | Path, base: Path | None = None) -> TrainingConfig:
         """From a config object, a dict, or a YAML file (relative paths taken relative to
         the file, or to ``base`` for a mapping written in another config's file)."""
-        return load_config(cls, source, "training config", paths=("output", "catalog", "shuffled"), base=base)
+        return load_config(cls, source, "training config", paths=("output", "catalog", "shuffled", "warm_start"), base=base)
 
 
 def select_ids(cat: Catalog, selection: Mapping[str, Any] | Sequence[Mapping[str, Any]], what: str) -> list[str]:
@@ -229,9 +232,13 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     train_pairs = (shuffled_pairs(config.shuffled, name, variable, train_ids) if config.shuffled
                    else open_pairs([stores[i] for i in train_ids], name, variable))
     val_pairs = open_pairs([stores[i] for i in val_ids], name, variable)
-    x_scaler = Scaler.fit(config.input_scaling, [p.flat()[0] for p in train_pairs])
+    warm = warm_start_model(config) if config.warm_start else None
+    if warm is None:
+        x_scaler = Scaler.fit(config.input_scaling, [p.flat()[0] for p in train_pairs])
+        y_scaler = Scaler.fit(config.output_scaling, [p.flat()[1] for p in train_pairs])
+    else:  # its weights read inputs and give outputs in its scaling: keep it
+        x_scaler, y_scaler = warm.x_scaler, warm.y_scaler
     input_range = feature_range([p.flat()[0] for p in train_pairs])
-    y_scaler = Scaler.fit(config.output_scaling, [p.flat()[1] for p in train_pairs])
     shard = {"rank": replica.rank, "replicas": replica.size}
     loader = BatchLoader(train_pairs, x_scaler, y_scaler, config.batch_size, True,
                          config.shuffle_buffer, config.cache_mb, config.seed, **shard,
@@ -243,7 +250,10 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
     torch.manual_seed(config.seed)
     model_plugin = get_model(config.model["plugin"], config.model.get("params") or {})
     n_in, n_out = train_pairs[0].inputs.shape[3], train_pairs[0].outputs.shape[3]
-    network = model_plugin.build(n_in, n_out).to(device)
+    network = model_plugin.build(n_in, n_out)
+    if warm is not None:
+        network.load_state_dict(warm.network.state_dict())
+    network = network.to(device)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     run = TrainingRun(config, network, device, replica, {"train": train_ids, "validation": val_ids})
@@ -269,6 +279,32 @@ def train_here(config: TrainingConfig, resume: bool, max_epochs: int | None, pro
         _dft_settings(first, out), [r.tolist() for r in input_range], config.target,
     )
     return trained.save(out)
+
+
+def warm_start_model(config: TrainingConfig) -> TrainedModel:
+    """The model a run starts from, checked to be the network, descriptor and target this
+    config trains (its weights mean nothing to another)."""
+    from .trained_model import load_model
+
+    warm = load_model(config.warm_start)
+    if not isinstance(warm, TrainedModel):
+        raise ParameterError(f"training config: warm_start {config.warm_start} is an ensemble; a single network "
+                             "starts from one model (an ensemble's members start from its members)")
+    wanted = {"descriptor": _spec(get_descriptor, config.descriptor), "model": _spec(get_model, config.model),
+              "target": config.target}
+    found = {"descriptor": _spec(get_descriptor, warm.descriptor), "model": _spec(get_model, warm.model),
+             "target": warm.target}
+    differ = [f"{k}: {found[k]} there, {wanted[k]} here" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise ParameterError(f"training config: warm_start {config.warm_start} was trained otherwise "
+                             f"({'; '.join(differ)}); its weights cannot start this run")
+    return warm
+
+
+def _spec(get: Any, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A plugin with all its parameters (defaults filled in, as JSON has them), to compare two configs by."""
+    plugin = get(spec["plugin"], spec.get("params") or {})
+    return json.loads(json.dumps({"plugin": plugin.name, "params": plugin.params_dict()}))
 
 
 def _dft_settings(ds, out: Path) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def test_candidates_are_fresh_each_round():
     a, b = sample_candidates([spec], 0), sample_candidates([spec], 1)
     assert len(a) == 2 and not np.allclose(a[0].positions, b[0].positions)
     assert np.array_equal(sample_candidates([spec], 0)[1].positions, a[1].positions)  # reproducible
+    other_loop = sample_candidates([spec], 0, loop_seed=1)
+    assert not any(np.allclose(o.positions, c.positions) for o in other_loop for c in a + b)
     own = malaflow.generate.configurations(spec)  # the spec's own seed (the generation's) is never drawn
     assert not any(np.allclose(own[0].positions, c.positions) for c in a + b)
 
@@ -79,7 +81,7 @@ def write_configs(root):
         "training": str(root / "train.yaml"), "per_round": 1, "rounds": 2, "dataset": "be2-learned",
         "candidates": [{"bulk": BE, "count": 2, "seed": 11, "displacement": {"temperature": 298.0}},
                        {"bulk": BE, "count": 2, "seed": 12, "displacement": {"temperature": 1200.0}}],
-        "held_out": [{"dataset": "be2-hot"}],
+        "held_out": [{"dataset": "be2-hot"}], "warm_start": True, "seed": 1,
     }
     (root / "learn.yaml").write_text(yaml.safe_dump(learn_config))
     return root
@@ -128,10 +130,16 @@ def test_a_learning_loop_records_its_rounds_and_resumes_after_a_kill(learning_se
         assert r["held_out_sigma"] > 0 and r["held_out_error"] > 0
     # round 0 chose the candidate its own ensemble was least sure of
     model = malaflow.load_model(root / "learn" / "round-0" / "model")
-    sigma, share = score_candidates(model, sample_candidates(LearnConfig.load(root / "learn.yaml").candidates, 0))
+    config = LearnConfig.load(root / "learn.yaml")
+    sigma, share = score_candidates(model, sample_candidates(config.candidates, 0, config.seed))
     assert records[0]["chosen_sigma"] == [pytest.approx(sigma.max(), rel=1e-9)]
     assert records[0]["candidate_sigma_max"] == pytest.approx(sigma.max(), rel=1e-9)
     assert (root / "learn" / "learning.png").stat().st_size > 10_000
+    # round 1's members started from round 0's (warm_start: true), with the loop's seeds
+    members = [malaflow.load_model(root / "learn" / f"round-{r}" / "model").members[1] for r in (0, 1)]
+    assert members[0].metadata["config"]["warm_start"] is None
+    assert members[1].metadata["config"]["warm_start"] == str(root / "learn" / "round-0" / "model" / "member-1")
+    assert members[1].metadata["config"]["seed"] == 100_001
 
     # one round more asked for: the last round goes on to acquire, and a new one ends the loop
     config = yaml.safe_load((root / "learn.yaml").read_text())

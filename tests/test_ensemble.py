@@ -67,6 +67,33 @@ def test_training_again_is_a_no_op(ensemble, be2_catalog):
     assert (ensemble / "member-1" / "weights.pt").read_bytes() == before
 
 
+def test_a_warm_start_begins_each_member_at_its_counterpart(ensemble, be2_catalog, tmp_path):
+    # a learning rate of 1e-12 moves no weight by more than ~1e-11 in one epoch of Adam steps:
+    # what comes out is where the run started
+    cfg = training_config(be2_catalog, tmp_path / "warm", ensemble=3, epochs=1, learning_rate=1e-12,
+                          seed=10, model={"plugin": "feedforward", "params": {"layers": [32]}},
+                          warm_start=str(ensemble))
+    warm, cold = malaflow.load_model(malaflow.train(cfg, progress=False)), malaflow.load_model(ensemble)
+    for k, (w, c) in enumerate(zip(warm.members, cold.members)):
+        assert w.metadata["config"]["warm_start"] == str(ensemble / f"member-{k}")
+        assert w.x_scaler.to_dict() == c.x_scaler.to_dict() and w.y_scaler.to_dict() == c.y_scaler.to_dict()
+        for name, value in w.network.state_dict().items():
+            np.testing.assert_allclose(value.numpy(), c.network.state_dict()[name].numpy(), atol=1e-8)
+    first = next(iter(warm.members[0].network.state_dict().values())).numpy()
+    assert not np.allclose(first, next(iter(cold.members[1].network.state_dict().values())).numpy())
+
+
+def test_a_warm_start_must_fit_the_network(ensemble, be2_catalog, tmp_path):
+    cfg = training_config(be2_catalog, tmp_path / "other", epochs=1, warm_start=str(ensemble / "member-0"),
+                          model={"plugin": "feedforward", "params": {"layers": [16]}})
+    with pytest.raises(ParameterError, match=r"was trained otherwise \(model: .*32.* there, .*16.* here\)"):
+        malaflow.train(cfg, progress=False)
+    cfg = training_config(be2_catalog, tmp_path / "single", epochs=1, warm_start=str(ensemble),
+                          model={"plugin": "feedforward", "params": {"layers": [32]}})
+    with pytest.raises(ParameterError, match="is an ensemble; a single network starts from one model"):
+        malaflow.train(cfg, progress=False)
+
+
 def test_ensemble_settings_are_checked():
     with pytest.raises(ParameterError, match="ensemble must be a whole number ≥ 1, got 0"):
         TrainingConfig(ensemble=0)
