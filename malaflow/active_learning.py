@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import load_config
-from .errors import ParameterError
+from .errors import MalaflowError, ParameterError
 
 SELECTIONS = ("sigma", "random")
 ROUNDS_FILE = "rounds.json"
@@ -102,7 +102,7 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
                              f"writes {generation.catalog}: acquired cells must land where training reads")
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    records = read_rounds(out)
+    records = read_rounds(out, config)
     cat = Catalog.load(base.catalog)
     start = select_ids(cat, base.train, "training")
     held_out = {id: cat.store_path(id) for id in select_ids(cat, config.held_out, "held-out")} if config.held_out else {}
@@ -115,7 +115,7 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
         spent = records[-1]["dft_core_minutes"] + records[-1]["acquired_core_minutes"] if records else 0.0
         record = run_round(config, generation, base, r, start + acquired, held_out, spent, client, progress)
         records.append(record)
-        write_rounds(out, records)
+        write_rounds(out, records, config)
     write_plot(records, out / PLOT_FILE, config.selection)
     return records
 
@@ -247,15 +247,32 @@ def held_out_errors(model: Any, stores: dict[str, Path]) -> dict[str, Any]:
     }
 
 
-def read_rounds(out: Path) -> list[dict[str, Any]]:
+#: what a loop's config may change between runs (it then goes on); any other change makes another loop
+EXTENSIBLE = ("rounds", "budget_core_minutes", "target_sigma")
+
+
+def read_rounds(out: Path, config: LearnConfig | None = None) -> list[dict[str, Any]]:
+    """The recorded rounds; with ``config``, checked to be the loop this config runs."""
     path = out / ROUNDS_FILE
-    return json.loads(path.read_text())["rounds"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text())
+    before = saved.get("config")  # absent from the first loops' records
+    if config is not None and before is not None:
+        now = json.loads(json.dumps(dataclasses.asdict(config)))
+        changed = sorted(k for k in before.keys() | now.keys() if k not in EXTENSIBLE and before.get(k) != now.get(k))
+        if changed:
+            detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
+            raise MalaflowError(f"{path} records a loop run with other settings ({detail}); restore them, "
+                                "or give the loop another output")
+    return saved["rounds"]
 
 
-def write_rounds(out: Path, records: list[dict[str, Any]]) -> None:
+def write_rounds(out: Path, records: list[dict[str, Any]], config: LearnConfig) -> None:
     """rounds.json, written whole (a stop mid-write leaves the previous version)."""
     tmp = out / f".{ROUNDS_FILE}.tmp"
-    tmp.write_text(json.dumps({"malaflow_learning": 1, "rounds": records}, indent=1))
+    tmp.write_text(json.dumps({"malaflow_learning": 1, "config": dataclasses.asdict(config), "rounds": records},
+                              indent=1))
     os.replace(tmp, out / ROUNDS_FILE)
 
 

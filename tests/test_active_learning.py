@@ -16,7 +16,7 @@ import yaml
 
 import malaflow
 from malaflow.active_learning import LearnConfig, choose, dft_core_seconds, learn, sample_candidates, score_candidates
-from malaflow.errors import ParameterError
+from malaflow.errors import MalaflowError, ParameterError
 from malaflow.generate import generate
 
 from conftest import be_config, training_config
@@ -147,6 +147,10 @@ def test_a_learning_loop_records_its_rounds_and_resumes_after_a_kill(learning_se
     longer = learn(root / "learn.yaml", progress=False)
     assert longer[:2] == records[:2] and [len(r["acquired"]) for r in longer] == [1, 1, 1, 0]
     assert longer[-1]["stopped"] == "3 rounds done" and longer[-1]["training_cells"] == 5
+    # another loop in the same output is refused, not taken for this one
+    (root / "learn.yaml").write_text(yaml.safe_dump({**config, "rounds": 3, "warm_start": False}))
+    with pytest.raises(MalaflowError, match=r"other settings \(warm_start: True then, False now\)"):
+        learn(root / "learn.yaml", progress=False)
 
 
 def test_learning_needs_an_ensemble(tmp_path):
