@@ -82,6 +82,6 @@ def ensemble_uncertainty(state: EnergyState, scheme: str) -> dict[str, float]:
     """The calibrated σ over an ensemble's members of the energy the calculator returns
     (total free energy, or band energy + −TS without pseudopotentials) and of the Fermi level."""
     total = state.terms is not None
-    result = spread(state.predicted, scheme, total_energy=total)
+    result = spread(state.predicted, scheme, dos=state.member_dos, total_energy=total)
     sigma = result["total_energy" if total else "band_free_energy"]["std"]
     return {"energy_uncertainty": sigma, "fermi_level_uncertainty": result["fermi_energy"]["std"]}

@@ -47,6 +47,7 @@ from .physics.dos import Observables, energy_weights, occupation_slope_weights
 from .physics.energy import DensityFields, EnergyTerms, density_fields, terms_of
 from .physics.gradients import density_gradients, ion_forces
 from .runtime import run_tasks, session_client, task_resources
+from .ensemble import member_dos
 from .trust import observables_with_trust
 from .units import HARTREE_EV, KB_EV
 
@@ -70,6 +71,7 @@ class EnergyState:
     fields: DensityFields | None
     density_slope: np.ndarray  # ∂n/∂μ on the grid, 1/(Å³·eV)
     warnings: list[str] = field(default_factory=list)
+    member_dos: np.ndarray | None = None  # an ensemble's members' DOS (member, energy), from pass 1
 
     @property
     def free_energy(self) -> float:
@@ -101,7 +103,9 @@ def energy_state(model: Any, structure: Any, grid_shape: Any = None, chunks: Chu
         predicted = predicted.persist()
     else:
         predicted = predicted.drop_vars("descriptors")
-    obs, share = observables_with_trust(predicted, scheme)
+    members = {"dos": member_dos(predicted)} if "ldos_members" in predicted else {}
+    obs, share, members = observables_with_trust(predicted, scheme, also=members)
+    members = members["dos"].values if members else None
     e = predicted["energy"].values
     w = np.stack([energy_weights(e, obs.fermi_energy, obs.temperature, "fermi", 0, scheme),
                   occupation_slope_weights(e, obs.fermi_energy, obs.temperature, scheme)])
@@ -110,11 +114,11 @@ def energy_state(model: Any, structure: Any, grid_shape: Any = None, chunks: Chu
     try:
         pseudopotentials = find_pseudopotentials(predicted, pseudo_dir)
     except MalaflowError:
-        return EnergyState(predicted, obs, share, None, None, slope, list(predicted.attrs["warnings"]))
+        return EnergyState(predicted, obs, share, None, None, slope, list(predicted.attrs["warnings"]), members)
     fields = density_fields(density, np.array(predicted.attrs["cell"]), predicted["positions"].values,
                             predicted["numbers"].values, pseudopotentials, predicted.attrs.get("ecutrho"))
     terms = terms_of(fields, obs.band_energy, obs.entropy_contribution)
-    return EnergyState(predicted, obs, share, terms, fields, slope, list(predicted.attrs["warnings"]))
+    return EnergyState(predicted, obs, share, terms, fields, slope, list(predicted.attrs["warnings"]), members)
 
 
 def forces(model: Any, state: EnergyState, chunks: Chunks = None, device: str = "auto", precision: str = "float64",

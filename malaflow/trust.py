@@ -9,6 +9,7 @@ integrals over it degrade), descriptors outside the training range.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dask
@@ -54,12 +55,16 @@ def structure_warnings(model: Any, positions: Any, cell: Any, grid: tuple[int, i
     return found
 
 
-def observables_with_trust(predicted: xr.Dataset, scheme: str = "analytic") -> tuple[Any, float]:
-    """The observables of a prediction and the share of its grid points where the model
-    extrapolates, from one pass over the descriptor chunks (DOS and share together)."""
+def observables_with_trust(predicted: xr.Dataset, scheme: str = "analytic",
+                           also: Mapping[str, Any] | None = None) -> tuple[Any, float, dict[str, Any]]:
+    """The observables of a prediction, the share of its grid points where the model
+    extrapolates, and the lazy reductions ``also`` ({name: dask-backed array}, e.g. an
+    ensemble's members' DOS) computed — all from one pass over the descriptor chunks."""
+    also = dict(also or {})
     if "extrapolated" not in predicted:
-        return observables(predicted, scheme=scheme), float("nan")
+        extra = dict(zip(also, dask.compute(*also.values())))
+        return observables(predicted, scheme=scheme), float("nan"), extra
     lazy_dos = target_of(predicted).dos(predicted)
-    dos, share = dask.compute(lazy_dos, predicted["extrapolated"].mean())
+    dos, share, *extra = dask.compute(lazy_dos, predicted["extrapolated"].mean(), *also.values())
     ds = xr.Dataset({"dos": dos}, attrs={k: predicted.attrs[k] for k in ("temperature", "n_electrons")})
-    return observables(ds, target="dos", scheme=scheme), float(share)
+    return observables(ds, target="dos", scheme=scheme), float(share), dict(zip(also, extra))

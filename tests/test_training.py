@@ -398,7 +398,7 @@ def test_doubtful_predictions_are_flagged(gaussian_model, be2_catalog):
     close.calc = malaflow.Calculator(model)
     close.get_potential_energy()
     assert close.calc.results["warnings"] and 0.0 <= close.calc.results["extrapolated"] <= 1.0
-    obs, share = malaflow.trust.observables_with_trust(model.predict(atoms))
+    obs, share, _ = malaflow.trust.observables_with_trust(model.predict(atoms))
     assert obs.band_energy == pytest.approx(malaflow.observables(model.predict(atoms)).band_energy, rel=1e-12)
     assert share == pytest.approx(model.outside_training(malaflow.compute_descriptors(
         atoms, "gaussian", grid_shape=(18, 18, 27), progress=False)), abs=1e-12)

@@ -133,6 +133,7 @@ def predict_cmd(
 
     from ..trained_model import load_model
     from ..store import write_snapshot
+    from ..ensemble import member_dos
     from ..trust import observables_with_trust
 
     try:
@@ -145,7 +146,8 @@ def predict_cmd(
         ensemble = "ldos_members" in predicted
         if sigma_fields and not (ensemble and output):
             raise MalaflowError("--sigma-fields needs an ensemble model (training config: ensemble: K) and -o STORE")
-        obs, share = observables_with_trust(predicted, scheme)
+        members = {"dos": member_dos(predicted)} if ensemble else {}  # the members' DOS in the same pass
+        obs, share, members = observables_with_trust(predicted, scheme, also=members)
         typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
         for key, value in obs.as_dict().items():
             typer.echo(f"  {key:<22} {value}")
@@ -153,7 +155,7 @@ def predict_cmd(
         if ensemble:  # the members' spread, calibrated
             from ..ensemble import sigma_fields as fields_of, spread
 
-            result = spread(predicted, scheme)
+            result = spread(predicted, scheme, dos=members["dos"].values)
             sigma = {f"{name}_sigma": value["std"] for name, value in result.items()}
             predicted.attrs["uncertainty"] = sigma
             for key, value in sigma.items():
