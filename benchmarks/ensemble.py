@@ -46,9 +46,12 @@ def main() -> str:
     stores = {r.id: cat.store_path(r.id) for r in records}
     results = evaluate_stores(ensemble, stores)
     both = [e for e, _, _ in results]
-    members = [members_error(predicted, reference) for _, predicted, reference in results]
+    members = [float(members_errors(predicted, reference).mean()) for _, predicted, reference in results]
     alone = [e for e, _, _ in evaluate_stores(single, stores)]
-    seeds = [e for e, _, _ in evaluate_stores(seeds_only, stores)]
+    seeds_results = evaluate_stores(seeds_only, stores)
+    seeds = [e for e, _, _ in seeds_results]
+    per_seed = {kind: np.mean([members_errors(p, ref) for r, (_, p, ref) in zip(records, seeds_results)
+                               if SETS[r.dataset] == kind], axis=0) for kind in dict.fromkeys(SETS.values())}
     rows, points = [], []
     for r, e, s, m in zip(records, both, alone, members):
         err, sigma = e.band_energy_mev_per_atom, e.band_energy_sigma_mev_per_atom
@@ -66,16 +69,21 @@ def main() -> str:
             + f"\n\nthe same ensemble without resampling (members differ by seed only; calibration factor "
             f"{seeds_only.calibration:.2f}):\n\n"
             + summary([(SETS[r.dataset], abs(s.band_energy_mev_per_atom), abs(e.band_energy_mev_per_atom),
-                        e.band_energy_sigma_mev_per_atom) for r, e, s in zip(records, seeds, alone)]))
+                        e.band_energy_sigma_mev_per_atom) for r, e, s in zip(records, seeds, alone)])
+            + f"\n\nsingle networks of seeds {bagged.seed}–{bagged.seed + bagged.ensemble - 1} (the seeds-only "
+            f"ensemble's members, each trained on all the points; the first is the single network above), "
+            f"mean |ΔE_band| meV/atom per seed:\n\n"
+            + "\n".join(f"{kind}: {', '.join(f'{v:.1f}' for v in values)} (mean {values.mean():.1f})"
+                        for kind, values in per_seed.items()))
 
 
-def members_error(predicted, reference) -> float:
-    """Mean |ΔE_band| (meV/atom) of an ensemble's members, each alone (its own Fermi level):
-    what one network of the ensemble's settings makes, on average over seeds."""
+def members_errors(predicted, reference) -> np.ndarray:
+    """|ΔE_band| (meV/atom) of each of an ensemble's members alone (its own Fermi level): what
+    one network of the ensemble's settings makes, seed by seed."""
     from malaflow import observables, spread
 
     values = np.array(spread(predicted)["band_energy"]["members"])
-    return 1000.0 * float(np.mean(np.abs(values - observables(reference).band_energy))) / reference.sizes["atom"]
+    return 1000.0 * np.abs(values - observables(reference).band_energy) / reference.sizes["atom"]
 
 
 def summary(points: list[tuple]) -> str:
