@@ -8,8 +8,8 @@ import time
 
 from .harness import machine
 
-TASKS = ["descriptors", "training", "data_parallel", "postprocessing", "prediction", "transfer", "forces",
-         "ensemble", "learning", "soak"]
+TASKS = ["descriptors", "training", "data_parallel", "postprocessing", "prediction", "transfer", "transfer_be8",
+         "forces", "ensemble", "learning", "soak"]
 DEFAULT = [t for t in TASKS if t != "soak"]  # the soak test runs only when named
 
 
