@@ -9,7 +9,7 @@ import time
 from .harness import machine
 
 TASKS = ["descriptors", "training", "data_parallel", "postprocessing", "prediction", "transfer", "transfer_be8",
-         "forces", "ensemble", "learning", "soak"]
+         "forces", "ensemble", "learning", "al933", "soak"]
 DEFAULT = [t for t in TASKS if t != "soak"]  # the soak test runs only when named
 
 

@@ -48,6 +48,12 @@ def install() -> str:
 def be2_parameters(epochs: int):
     """MALA Parameters for the Be2 data: its LDOS grid (11 energies from −5 eV, 2.5 eV
     apart), the bispectrum (twojmax 10, cutoff 4.67637 Å), mini-batches of 40."""
+    return mala_parameters(epochs, energies=[-5.0 + 2.5 * k for k in range(11)])
+
+
+def mala_parameters(epochs: int, energies, twojmax: int = 10, cutoff: float = 4.67637):
+    """MALA Parameters for an LDOS on the evenly spaced grid ``energies`` (eV) from bispectrum
+    features (``twojmax``, cutoff in Å), mini-batches of 40 (its examples')."""
     import mala as m
 
     p = m.Parameters()
@@ -55,10 +61,10 @@ def be2_parameters(epochs: int):
     p.running.max_number_epochs = epochs
     p.running.mini_batch_size = 40
     p.targets.target_type = "LDOS"
-    p.targets.ldos_gridsize = 11
-    p.targets.ldos_gridspacing_ev = 2.5
-    p.targets.ldos_gridoffset_ev = -5
+    p.targets.ldos_gridsize = len(energies)
+    p.targets.ldos_gridspacing_ev = float(energies[1] - energies[0])
+    p.targets.ldos_gridoffset_ev = float(energies[0])
     p.descriptors.descriptor_type = "Bispectrum"
-    p.descriptors.bispectrum_twojmax = 10
-    p.descriptors.bispectrum_cutoff = 4.67637
+    p.descriptors.bispectrum_twojmax = twojmax
+    p.descriptors.bispectrum_cutoff = cutoff
     return p
