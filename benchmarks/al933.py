@@ -74,15 +74,10 @@ def mala(folder: str) -> dict:
     (train_k, validation_k, test_k); its Tester's errors per test cell."""
     import mala as m
 
-    from .mala_inputs import mala_parameters
+    from .mala_inputs import ex01, mala_parameters
 
     energies = np.load(Path(folder) / "energies.npy")
-    p = mala_parameters(MALA_EPOCHS, energies)
-    p.data.input_rescaling_type = "feature-wise-standard"
-    p.data.output_rescaling_type = "minmax"
-    p.network.layer_activations = "ReLU"
-    p.running.learning_rate = 0.00001
-    p.running.optimizer = "Adam"
+    p = ex01(mala_parameters(MALA_EPOCHS, energies))
     handler = m.DataHandler(p)
     names = sorted(path.name[:-len(".in.npy")] for path in Path(folder).glob("*.in.npy"))
     kinds = {"train": "tr", "validation": "va", "test": "te"}

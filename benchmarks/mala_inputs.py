@@ -68,3 +68,14 @@ def mala_parameters(epochs: int, energies, twojmax: int = 10, cutoff: float = 4.
     p.descriptors.bispectrum_twojmax = twojmax
     p.descriptors.bispectrum_cutoff = cutoff
     return p
+
+
+def ex01(p):
+    """MALA's example training settings (its ex01): feature-wise standard inputs, min-max
+    outputs, ReLU, Adam at 1e-5 (the one hidden layer of 100 is set with the data's sizes)."""
+    p.data.input_rescaling_type = "feature-wise-standard"
+    p.data.output_rescaling_type = "minmax"
+    p.network.layer_activations = "ReLU"
+    p.running.learning_rate = 0.00001
+    p.running.optimizer = "Adam"
+    return p

@@ -32,14 +32,9 @@ OUR_SETTINGS = dict(layers=[200], learning_rate=3e-4, batch_size=32, epochs=100,
 def mala(data: str) -> dict:
     import mala as m
 
-    from .mala_inputs import be2_parameters
+    from .mala_inputs import be2_parameters, ex01
 
-    p = be2_parameters(epochs=100)
-    p.data.input_rescaling_type = "feature-wise-standard"
-    p.data.output_rescaling_type = "minmax"
-    p.network.layer_activations = "ReLU"
-    p.running.learning_rate = 0.00001
-    p.running.optimizer = "Adam"
+    p = ex01(be2_parameters(epochs=100))
     handler = m.DataHandler(p)
     for i, kind in ((0, "tr"), (1, "tr"), (2, "va"), (3, "te")):
         handler.add_snapshot(f"Be_snapshot{i}.in.npy", data, f"Be_snapshot{i}.out.npy", data, kind,
