@@ -56,7 +56,7 @@ class LearnConfig:
     held_out: list[dict[str, Any]] = field(default_factory=list)  # selections of cells whose true errors are recorded
     dataset: str = "learned"  # the acquired cells' dataset in the catalog
     seed: int = 0  # the loop's: moves the candidates' draws, the random choice and the members' seeds
-    warm_start: bool = False  # round r's members start from round r − 1's (steadier from round to round)
+    warm_start: bool = False  # round r's members start from round r − 1's weights and scalers (Be2: worse than anew)
 
     def __post_init__(self) -> None:
         checks = [
