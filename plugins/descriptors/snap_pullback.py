@@ -59,16 +59,20 @@ def _fold(twojmax, off, scale, ubr, ubi, t, vbr, vbi):  # pragma: no cover (comp
 def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, off, vbr, vbi,
                          vr, vi, dvr, dvi, pr, pi, dpr, dpi, grad):  # pragma: no cover (compiled)
     """grad[n, k] = Σ V̄ · ∂(s_n V(n))/∂x_k for the ``count`` neighbours: the recursion
-    of ``_u_sum`` with its x, y, z derivatives carried along, 16 neighbours in lanes."""
+    of ``_u_sum`` with its x, y, z derivatives carried along, 16 neighbours in lanes.
+
+    The previous row P sits at 1 … j of ``pr`` with zeros at 0 and j + 1, so that every
+    entry is V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1] without a branch, and the loops
+    over lanes are innermost (vector code). Since ∂(sV)/∂x = s ∂V/∂x + V ∂s/∂x, the sums
+    Σ V̄·∂V/∂x_k and Σ V̄·V are kept apart and combined per neighbour at the end."""
     L = NEIGHBOUR_LANES
     ar = np.empty(L)
     ai = np.empty(L)
     br = np.empty(L)
     bi = np.empty(L)
-    s = np.empty(L)
     da = np.empty((4, 3, L))
-    ds = np.empty((3, L))
-    acc = np.empty((3, L))
+    value = np.empty(L)
+    slope = np.empty((3, L))
     for start in range(0, count, L):
         for lane in range(L):
             n = start + lane
@@ -77,13 +81,11 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
             ai[lane] = cayley[n, 1] if live else 0.0
             br[lane] = cayley[n, 2] if live else 0.0
             bi[lane] = cayley[n, 3] if live else 0.0
-            s[lane] = switched[n] if live else 0.0
             for k in range(3):
                 for q in range(4):
                     da[q, k, lane] = dcayley[n, q, k] if live else 0.0
-                ds[k, lane] = dswitched[n, k] if live else 0.0
-                acc[k, lane] = vbr[0] * ds[k, lane]  # V_0 = 1
-        for lane in range(L):
+                slope[k, lane] = 0.0
+            value[lane] = vbr[0]  # V_0 = 1, ∂V_0 = 0
             vr[0, lane] = 1.0
             vi[0, lane] = 0.0
             for k in range(3):
@@ -91,6 +93,10 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
                 dvi[k, 0, lane] = 0.0
         for j in range(1, twojmax + 1):
             jo, po = off[j], off[j - 1]
+            for lane in range(L):
+                pr[0, lane] = pi[0, lane] = pr[j + 1, lane] = pi[j + 1, lane] = 0.0
+                for k in range(3):
+                    dpr[k, 0, lane] = dpi[k, 0, lane] = dpr[k, j + 1, lane] = dpi[k, j + 1, lane] = 0.0
             for mb in range(j // 2 + 1):
                 for m in range(j):
                     if 2 * mb <= j - 1:
@@ -98,46 +104,41 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
                     else:
                         src, sign, conj = po + (j - 1 - mb) * j + (j - 1 - m), 1.0 - 2.0 * ((m + mb) % 2), -1.0
                     for lane in range(L):
-                        pr[m, lane] = sign * vr[src, lane]
-                        pi[m, lane] = conj * sign * vi[src, lane]
-                        for k in range(3):
-                            dpr[k, m, lane] = sign * dvr[k, src, lane]
-                            dpi[k, m, lane] = conj * sign * dvi[k, src, lane]
+                        pr[m + 1, lane] = sign * vr[src, lane]
+                        pi[m + 1, lane] = conj * sign * vi[src, lane]
+                    for k in range(3):
+                        for lane in range(L):
+                            dpr[k, m + 1, lane] = sign * dvr[k, src, lane]
+                            dpi[k, m + 1, lane] = conj * sign * dvi[k, src, lane]
                 row = jo + mb * (j + 1)
                 for ma in range(j + 1):
+                    wr = vbr[row + ma]
+                    wi = vbi[row + ma]
                     for lane in range(L):
-                        # V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1] (P[j] and P[−1] are 0)
-                        xr = 0.0
-                        xi = 0.0
-                        if ma < j:
-                            xr += ar[lane] * pr[ma, lane] + ai[lane] * pi[ma, lane]
-                            xi += ar[lane] * pi[ma, lane] - ai[lane] * pr[ma, lane]
-                        if ma > 0:
-                            xr -= br[lane] * pr[ma - 1, lane] + bi[lane] * pi[ma - 1, lane]
-                            xi -= br[lane] * pi[ma - 1, lane] - bi[lane] * pr[ma - 1, lane]
+                        xr = (ar[lane] * pr[ma + 1, lane] + ai[lane] * pi[ma + 1, lane]
+                              - br[lane] * pr[ma, lane] - bi[lane] * pi[ma, lane])
+                        xi = (ar[lane] * pi[ma + 1, lane] - ai[lane] * pr[ma + 1, lane]
+                              - br[lane] * pi[ma, lane] + bi[lane] * pr[ma, lane])
                         vr[row + ma, lane] = xr
                         vi[row + ma, lane] = xi
-                        for k in range(3):
-                            dr = 0.0
-                            di = 0.0
-                            if ma < j:
-                                dr += (da[0, k, lane] * pr[ma, lane] + ar[lane] * dpr[k, ma, lane]
-                                       + da[1, k, lane] * pi[ma, lane] + ai[lane] * dpi[k, ma, lane])
-                                di += (da[0, k, lane] * pi[ma, lane] + ar[lane] * dpi[k, ma, lane]
-                                       - da[1, k, lane] * pr[ma, lane] - ai[lane] * dpr[k, ma, lane])
-                            if ma > 0:
-                                dr -= (da[2, k, lane] * pr[ma - 1, lane] + br[lane] * dpr[k, ma - 1, lane]
-                                       + da[3, k, lane] * pi[ma - 1, lane] + bi[lane] * dpi[k, ma - 1, lane])
-                                di -= (da[2, k, lane] * pi[ma - 1, lane] + br[lane] * dpi[k, ma - 1, lane]
-                                       - da[3, k, lane] * pr[ma - 1, lane] - bi[lane] * dpr[k, ma - 1, lane])
+                        value[lane] += wr * xr + wi * xi
+                    for k in range(3):
+                        for lane in range(L):
+                            dr = (da[0, k, lane] * pr[ma + 1, lane] + ar[lane] * dpr[k, ma + 1, lane]
+                                  + da[1, k, lane] * pi[ma + 1, lane] + ai[lane] * dpi[k, ma + 1, lane]
+                                  - da[2, k, lane] * pr[ma, lane] - br[lane] * dpr[k, ma, lane]
+                                  - da[3, k, lane] * pi[ma, lane] - bi[lane] * dpi[k, ma, lane])
+                            di = (da[0, k, lane] * pi[ma + 1, lane] + ar[lane] * dpi[k, ma + 1, lane]
+                                  - da[1, k, lane] * pr[ma + 1, lane] - ai[lane] * dpr[k, ma + 1, lane]
+                                  - da[2, k, lane] * pi[ma, lane] - br[lane] * dpi[k, ma, lane]
+                                  + da[3, k, lane] * pr[ma, lane] + bi[lane] * dpr[k, ma, lane])
                             dvr[k, row + ma, lane] = dr
                             dvi[k, row + ma, lane] = di
-                            acc[k, lane] += (vbr[row + ma] * (s[lane] * dr + ds[k, lane] * xr)
-                                             + vbi[row + ma] * (s[lane] * di + ds[k, lane] * xi))
-        for lane in range(L):
-            if start + lane < count:
-                for k in range(3):
-                    grad[start + lane, k] = acc[k, lane]
+                            slope[k, lane] += wr * dr + wi * di
+        for lane in range(min(L, count - start)):
+            n = start + lane
+            for k in range(3):
+                grad[n, k] = switched[n] * slope[k, lane] + dswitched[n, k] * value[lane]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -150,10 +151,10 @@ def pullback_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switc
     vi = np.empty((size, NEIGHBOUR_LANES))
     dvr = np.empty((3, size, NEIGHBOUR_LANES))
     dvi = np.empty((3, size, NEIGHBOUR_LANES))
-    pr = np.empty((twojmax + 1, NEIGHBOUR_LANES))
-    pi = np.empty((twojmax + 1, NEIGHBOUR_LANES))
-    dpr = np.empty((3, twojmax + 1, NEIGHBOUR_LANES))
-    dpi = np.empty((3, twojmax + 1, NEIGHBOUR_LANES))
+    pr = np.empty((twojmax + 2, NEIGHBOUR_LANES))  # the previous row, zero-padded at both ends
+    pi = np.empty((twojmax + 2, NEIGHBOUR_LANES))
+    dpr = np.empty((3, twojmax + 2, NEIGHBOUR_LANES))
+    dpi = np.empty((3, twojmax + 2, NEIGHBOUR_LANES))
     cayley = np.empty((n_max, 4))
     switched = np.empty(n_max)
     index = np.empty(n_max, dtype=np.int64)
