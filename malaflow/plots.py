@@ -27,19 +27,23 @@ def _save(fig: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str | None = None) -> Path:
+def plot_dos(ds: xr.Dataset, path: str | Path, scheme: str = "analytic", target: str | None = None, *,
+             dos: xr.DataArray | None = None, obs: Any = None, members: xr.DataArray | None = None) -> Path:
     """PNG of D(ε) with the self-consistent Fermi level (and the DFT one, if stored); an
-    ensemble's prediction with the band of its members' spread."""
+    ensemble's prediction with the band of its members' spread. A caller that has the DOS,
+    the observables and (ensembles) the members' DOS from its own pass over a prediction
+    passes them, so that the grid is not predicted again for the picture."""
     plugin = target_of(ds, target)
-    dos = plugin.dos(ds)
-    obs = plugin.observables(ds, scheme=scheme)
-    members = None
-    if "ldos_members" in ds:  # an ensemble: its members' DOS, in the pass that gives the DOS
-        import dask
+    if dos is None:
+        dos = plugin.dos(ds)
+        if "ldos_members" in ds:  # an ensemble: its members' DOS, in the pass that gives the DOS
+            import dask
 
-        from .ensemble import member_dos
+            from .ensemble import member_dos
 
-        dos, members = dask.compute(dos, member_dos(ds))
+            dos, members = dask.compute(dos, member_dos(ds))
+    if obs is None:
+        obs = plugin.observables(ds, scheme=scheme)
     fig, ax = _subplots(figsize=(6, 4))
     ax.plot(dos["energy"], dos.values, "o-" if dos.sizes["energy"] <= 40 else "-", label="DOS from the LDOS")
     if members is not None:  # the band of the members' calibrated spread

@@ -134,6 +134,7 @@ def predict_cmd(
     from ..trained_model import load_model
     from ..store import write_snapshot
     from ..ensemble import member_dos
+    from ..observables import target_of
     from ..trust import observables_with_trust
 
     try:
@@ -146,8 +147,10 @@ def predict_cmd(
         ensemble = "ldos_members" in predicted
         if sigma_fields and not (ensemble and output):
             raise MalaflowError("--sigma-fields needs an ensemble model (training config: ensemble: K) and -o STORE")
-        members = {"dos": member_dos(predicted)} if ensemble else {}  # the members' DOS in the same pass
-        obs, share, members = observables_with_trust(predicted, scheme, also=members)
+        wanted = {"dos": target_of(predicted).dos(predicted)} if plot else {}  # all in the observables' pass
+        if ensemble:
+            wanted["members"] = member_dos(predicted)
+        obs, share, computed = observables_with_trust(predicted, scheme, also=wanted)
         typer.echo(f"{structure}: {len(atoms)} atoms, grid {'×'.join(map(str, predicted.attrs['grid_shape']))}")
         for key, value in obs.as_dict().items():
             typer.echo(f"  {key:<22} {value}")
@@ -155,7 +158,7 @@ def predict_cmd(
         if ensemble:  # the members' spread, calibrated
             from ..ensemble import sigma_fields as fields_of, spread
 
-            result = spread(predicted, scheme, dos=members["dos"].values)
+            result = spread(predicted, scheme, dos=computed["members"].values)
             sigma = {f"{name}_sigma": value["std"] for name, value in result.items()}
             predicted.attrs["uncertainty"] = sigma
             for key, value in sigma.items():
@@ -170,7 +173,7 @@ def predict_cmd(
     if plot:
         from ..plots import plot_dos
 
-        typer.echo(f"wrote {plot_dos(predicted, plot, scheme)}")
+        typer.echo(f"wrote {plot_dos(predicted, plot, scheme, dos=computed['dos'], obs=obs, members=computed.get('members'))}")
 
 
 @app.command("test")
