@@ -10,7 +10,8 @@ when no candidate's σ exceeds ``target_sigma``; the last round trains and evalu
 
 Every round is recorded in OUTPUT/rounds.json (training cells, the DFT core-minutes spent on
 the acquired ones among them and on the round's own acquisition, the candidates' σ and extrapolated share, the held-out cells' true errors and σ, the cells
-acquired) as soon as it ends. Running again goes on from the first unrecorded round (or
+acquired) as soon as it ends. A changed ``held_out`` re-scores the recorded rounds with their kept
+models. Running again goes on from the first unrecorded round (or
 from the last one, if the config now asks for more rounds, budget or a lower target): its
 training resumes from its checkpoints (with ``warm_start: true`` each round's members start
 from the previous round's), its candidates are drawn again from the same seeds,
@@ -106,6 +107,8 @@ def learn(config: LearnConfig | Mapping[str, Any] | str | Path, client: Any = No
     cat = Catalog.load(base.catalog)
     start = select_ids(cat, base.train, "training")
     held_out = {id: cat.store_path(id) for id in select_ids(cat, config.held_out, "held-out")} if config.held_out else {}
+    if rescore(records, out, held_out):
+        write_rounds(out, records, config)
     if records and records[-1].get("stopped") and not still_stopped(records[-1], config):
         records.pop()  # the config asks for more (rounds, budget, a lower target): that round goes on
     for r in range(len(records), config.rounds + 1):
@@ -154,6 +157,24 @@ def run_round(config: LearnConfig, generation: Any, base: Any, r: int, train_ids
                                 client, progress)
     record.update(acquired=ids, acquired_core_minutes=cost, failed=failed)
     return record
+
+
+def rescore(records: list[dict[str, Any]], out: Path, held_out: dict[str, Path]) -> bool:
+    """Give every recorded round the errors of the held-out cells the config names now, from
+    the round's kept model (nothing is retrained: the held-out cells only observe the loop).
+    Returns whether any round changed."""
+    from .trained_model import load_model
+
+    changed = False
+    for record in records:
+        if set(record.get("held_out", {})) == set(held_out):
+            continue
+        for key in HELD_OUT_KEYS:
+            record.pop(key, None)
+        if held_out:
+            record.update(held_out_errors(load_model(out / f"round-{record['round']}" / "model"), held_out))
+        changed = True
+    return changed
 
 
 def still_stopped(record: dict[str, Any], config: LearnConfig) -> bool:
@@ -249,6 +270,9 @@ def held_out_errors(model: Any, stores: dict[str, Path]) -> dict[str, Any]:
 
 #: what a loop's config may change between runs (it then goes on); any other change makes another loop
 EXTENSIBLE = ("rounds", "budget_core_minutes", "target_sigma")
+#: settings that only observe the loop: changing them re-scores the recorded rounds (:func:`rescore`)
+OBSERVERS = ("held_out",)
+HELD_OUT_KEYS = ("held_out", "held_out_error", "held_out_sigma")
 
 
 def read_rounds(out: Path, config: LearnConfig | None = None) -> list[dict[str, Any]]:
@@ -260,7 +284,7 @@ def read_rounds(out: Path, config: LearnConfig | None = None) -> list[dict[str, 
     before = saved.get("config")  # absent from the first loops' records
     if config is not None and before is not None:
         now = json.loads(json.dumps(dataclasses.asdict(config)))
-        changed = sorted(k for k in before.keys() | now.keys() if k not in EXTENSIBLE and before.get(k) != now.get(k))
+        changed = sorted(k for k in before.keys() | now.keys() if k not in EXTENSIBLE + OBSERVERS and before.get(k) != now.get(k))
         if changed:
             detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
             raise MalaflowError(f"{path} records a loop run with other settings ({detail}); restore them, "

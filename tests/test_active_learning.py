@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 import malaflow
-from malaflow.active_learning import LearnConfig, choose, dft_core_seconds, learn, sample_candidates, score_candidates
+from malaflow.active_learning import (LearnConfig, choose, dft_core_seconds, held_out_errors, learn, sample_candidates,
+                                      score_candidates)
 from malaflow.errors import MalaflowError, ParameterError
 from malaflow.generate import generate
 
@@ -151,6 +152,19 @@ def test_a_learning_loop_records_its_rounds_and_resumes_after_a_kill(learning_se
     (root / "learn.yaml").write_text(yaml.safe_dump({**config, "rounds": 3, "warm_start": False}))
     with pytest.raises(MalaflowError, match=r"other settings \(warm_start: True then, False now\)"):
         learn(root / "learn.yaml", progress=False)
+    # other held-out cells only observe: every round is re-scored with its kept model, nothing retrained
+    weights = sorted((root / "learn").glob("round-*/model/member-*/weights.pt"))
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    (root / "learn.yaml").write_text(yaml.safe_dump({**config, "rounds": 3, "held_out": [{"split": "validation"}]}))
+    rescored = learn(root / "learn.yaml", progress=False)
+    assert [w.stat().st_mtime_ns for w in weights] == stamps
+    validation = {r.id: cat.store_path(r.id) for r in cat.query(split="validation")}
+    assert all(set(r["held_out"]) == set(validation) for r in rescored)
+    for r, before in zip(rescored, longer):
+        assert {k: v for k, v in r.items() if not k.startswith("held_out")} == \
+            {k: v for k, v in before.items() if not k.startswith("held_out")}
+    again = held_out_errors(malaflow.load_model(root / "learn" / "round-2" / "model"), validation)
+    assert rescored[2]["held_out_error"] == pytest.approx(again["held_out_error"], rel=1e-9) and again["held_out_error"] > 0
 
 
 def test_learning_needs_an_ensemble(tmp_path):
