@@ -13,10 +13,10 @@ Per group of LANES points:
    pattern the real pairs need).
 3. Ū folded onto the rows 2m' ≤ j (U's mirror symmetry, transposed) and scaled by D:
    V̄ = D ⊙ Ū, the adjoint of the per-neighbour sum Σ_n s_n V(n).
-4. For each neighbour, 16 at a time: the Wigner recursion again, now carrying
-   ∂V/∂(x, y, z) in forward mode (∂a, ∂b from :func:`.snap_kernel.neighbours`), and
-   ∂E/∂x_k = Σ V̄ · (s ∂V/∂x_k + ∂s/∂x_k V); the atom's gradient is minus that
-   (x = point − atom).
+4. For each neighbour, 16 at a time: the Wigner recursion again, and its reverse sweep
+   from V̄ to ∂E/∂(a, b) of the Cayley–Klein parameters, then through ∂a, ∂b/∂(x, y, z)
+   (:func:`.snap_kernel.neighbours`): ∂E/∂x_k = Σ V̄ · (s ∂V/∂x_k + ∂s/∂x_k V); the
+   atom's gradient is minus that (x = point − atom).
 """
 
 from __future__ import annotations
@@ -56,23 +56,46 @@ def _fold(twojmax, off, scale, ubr, ubi, t, vbr, vbi):  # pragma: no cover (comp
 
 
 @numba.njit(nogil=True, cache=True)
-def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, off, vbr, vbi,
-                         vr, vi, dvr, dvi, pr, pi, dpr, dpi, grad):  # pragma: no cover (compiled)
-    """grad[n, k] = Σ V̄ · ∂(s_n V(n))/∂x_k for the ``count`` neighbours: the recursion
-    of ``_u_sum`` with its x, y, z derivatives carried along, 16 neighbours in lanes.
+def _previous_row(j, mb, po, vr, vi, pr, pi):  # pragma: no cover (compiled)
+    """P = the entries of row j − 1 that row (j, mb) of the recursion reads, at 1 … j of
+    ``pr``, ``pi`` (zeros at 0 and j + 1): row mb itself, or the mirror of row j − 1 − mb
+    (U's symmetry: ±conj, m reversed)."""
+    for lane in range(NEIGHBOUR_LANES):
+        pr[0, lane] = pi[0, lane] = pr[j + 1, lane] = pi[j + 1, lane] = 0.0
+    for m in range(j):
+        src, sign, conj = _source(j, mb, m, po)
+        for lane in range(NEIGHBOUR_LANES):
+            pr[m + 1, lane] = sign * vr[src, lane]
+            pi[m + 1, lane] = conj * sign * vi[src, lane]
 
-    The previous row P sits at 1 … j of ``pr`` with zeros at 0 and j + 1, so that every
-    entry is V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1] without a branch, and the loops
-    over lanes are innermost (vector code). Since ∂(sV)/∂x = s ∂V/∂x + V ∂s/∂x, the sums
-    Σ V̄·∂V/∂x_k and Σ V̄·V are kept apart and combined per neighbour at the end."""
+
+@numba.njit(nogil=True, cache=True)
+def _source(j, mb, m, po):  # pragma: no cover (compiled)
+    """Where entry m of P for row (j, mb) comes from in row j − 1: (index, sign, ±1 for conj)."""
+    if 2 * mb <= j - 1:
+        return po + mb * j + m, 1.0, 1.0
+    return po + (j - 1 - mb) * j + (j - 1 - m), 1.0 - 2.0 * ((m + mb) % 2), -1.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, off, vbr, vbi,
+                         vr, vi, wr, wi, pr, pi, pbr, pbi, grad):  # pragma: no cover (compiled)
+    """grad[n, k] = Σ V̄ · ∂(s_n V(n))/∂x_k for the ``count`` neighbours, 16 in lanes, in
+    reverse mode: the recursion of ``_u_sum`` forward (values of the rows 2m' ≤ j), then
+    backward from row twojmax to row 1, carrying W̄ = ∂(Σ V̄·V)/∂V down the rows and
+    collecting ∂/∂(a_r, a_i, b_r, b_i) of the Cayley–Klein parameters, which
+    ``dcayley`` turns into ∂/∂(x, y, z). (One backward sweep for the four parameters
+    costs less than carrying three derivatives forward.) Since ∂(sV)/∂x = s ∂V/∂x +
+    V ∂s/∂x, Σ V̄·V is kept for the switching function's term.
+
+    Each entry is V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1] (P zero-padded: no branch)."""
     L = NEIGHBOUR_LANES
     ar = np.empty(L)
     ai = np.empty(L)
     br = np.empty(L)
     bi = np.empty(L)
-    da = np.empty((4, 3, L))
     value = np.empty(L)
-    slope = np.empty((3, L))
+    cbar = np.empty((4, L))  # ∂(Σ V̄·V)/∂(a_r, a_i, b_r, b_i)
     for start in range(0, count, L):
         for lane in range(L):
             n = start + lane
@@ -81,64 +104,63 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
             ai[lane] = cayley[n, 1] if live else 0.0
             br[lane] = cayley[n, 2] if live else 0.0
             bi[lane] = cayley[n, 3] if live else 0.0
-            for k in range(3):
-                for q in range(4):
-                    da[q, k, lane] = dcayley[n, q, k] if live else 0.0
-                slope[k, lane] = 0.0
-            value[lane] = vbr[0]  # V_0 = 1, ∂V_0 = 0
+            value[lane] = vbr[0]  # V_0 = 1
             vr[0, lane] = 1.0
             vi[0, lane] = 0.0
-            for k in range(3):
-                dvr[k, 0, lane] = 0.0
-                dvi[k, 0, lane] = 0.0
-        for j in range(1, twojmax + 1):
+            for q in range(4):
+                cbar[q, lane] = 0.0
+        for j in range(1, twojmax + 1):  # forward: the values
             jo, po = off[j], off[j - 1]
-            for lane in range(L):
-                pr[0, lane] = pi[0, lane] = pr[j + 1, lane] = pi[j + 1, lane] = 0.0
-                for k in range(3):
-                    dpr[k, 0, lane] = dpi[k, 0, lane] = dpr[k, j + 1, lane] = dpi[k, j + 1, lane] = 0.0
             for mb in range(j // 2 + 1):
-                for m in range(j):
-                    if 2 * mb <= j - 1:
-                        src, sign, conj = po + mb * j + m, 1.0, 1.0
-                    else:
-                        src, sign, conj = po + (j - 1 - mb) * j + (j - 1 - m), 1.0 - 2.0 * ((m + mb) % 2), -1.0
-                    for lane in range(L):
-                        pr[m + 1, lane] = sign * vr[src, lane]
-                        pi[m + 1, lane] = conj * sign * vi[src, lane]
-                    for k in range(3):
-                        for lane in range(L):
-                            dpr[k, m + 1, lane] = sign * dvr[k, src, lane]
-                            dpi[k, m + 1, lane] = conj * sign * dvi[k, src, lane]
+                _previous_row(j, mb, po, vr, vi, pr, pi)
                 row = jo + mb * (j + 1)
                 for ma in range(j + 1):
-                    wr = vbr[row + ma]
-                    wi = vbi[row + ma]
+                    k = row + ma
                     for lane in range(L):
                         xr = (ar[lane] * pr[ma + 1, lane] + ai[lane] * pi[ma + 1, lane]
                               - br[lane] * pr[ma, lane] - bi[lane] * pi[ma, lane])
                         xi = (ar[lane] * pi[ma + 1, lane] - ai[lane] * pr[ma + 1, lane]
                               - br[lane] * pi[ma, lane] + bi[lane] * pr[ma, lane])
-                        vr[row + ma, lane] = xr
-                        vi[row + ma, lane] = xi
-                        value[lane] += wr * xr + wi * xi
-                    for k in range(3):
+                        vr[k, lane] = xr
+                        vi[k, lane] = xi
+                        value[lane] += vbr[k] * xr + vbi[k] * xi
+                        wr[k, lane] = vbr[k]
+                        wi[k, lane] = vbi[k]
+        for j in range(twojmax, 0, -1):  # backward: W̄ of row j into the parameters and into row j − 1
+            jo, po = off[j], off[j - 1]
+            for mb in range(j // 2 + 1):
+                _previous_row(j, mb, po, vr, vi, pr, pi)
+                for m in range(j + 2):
+                    for lane in range(L):
+                        pbr[m, lane] = 0.0
+                        pbi[m, lane] = 0.0
+                row = jo + mb * (j + 1)
+                for ma in range(j + 1):
+                    k = row + ma
+                    for lane in range(L):
+                        gr = wr[k, lane]
+                        gi = wi[k, lane]
+                        p1r, p1i, p0r, p0i = pr[ma + 1, lane], pi[ma + 1, lane], pr[ma, lane], pi[ma, lane]
+                        cbar[0, lane] += gr * p1r + gi * p1i
+                        cbar[1, lane] += gr * p1i - gi * p1r
+                        cbar[2, lane] -= gr * p0r + gi * p0i
+                        cbar[3, lane] -= gr * p0i - gi * p0r
+                        pbr[ma + 1, lane] += gr * ar[lane] - gi * ai[lane]
+                        pbi[ma + 1, lane] += gr * ai[lane] + gi * ar[lane]
+                        pbr[ma, lane] -= gr * br[lane] - gi * bi[lane]
+                        pbi[ma, lane] -= gr * bi[lane] + gi * br[lane]
+                if j > 1:  # row 0 is the constant 1
+                    for m in range(j):
+                        src, sign, conj = _source(j, mb, m, po)
                         for lane in range(L):
-                            dr = (da[0, k, lane] * pr[ma + 1, lane] + ar[lane] * dpr[k, ma + 1, lane]
-                                  + da[1, k, lane] * pi[ma + 1, lane] + ai[lane] * dpi[k, ma + 1, lane]
-                                  - da[2, k, lane] * pr[ma, lane] - br[lane] * dpr[k, ma, lane]
-                                  - da[3, k, lane] * pi[ma, lane] - bi[lane] * dpi[k, ma, lane])
-                            di = (da[0, k, lane] * pi[ma + 1, lane] + ar[lane] * dpi[k, ma + 1, lane]
-                                  - da[1, k, lane] * pr[ma + 1, lane] - ai[lane] * dpr[k, ma + 1, lane]
-                                  - da[2, k, lane] * pi[ma, lane] - br[lane] * dpi[k, ma, lane]
-                                  + da[3, k, lane] * pr[ma, lane] + bi[lane] * dpr[k, ma, lane])
-                            dvr[k, row + ma, lane] = dr
-                            dvi[k, row + ma, lane] = di
-                            slope[k, lane] += wr * dr + wi * di
+                            wr[src, lane] += sign * pbr[m + 1, lane]
+                            wi[src, lane] += conj * sign * pbi[m + 1, lane]
         for lane in range(min(L, count - start)):
             n = start + lane
             for k in range(3):
-                grad[n, k] = switched[n] * slope[k, lane] + dswitched[n, k] * value[lane]
+                slope = (cbar[0, lane] * dcayley[n, 0, k] + cbar[1, lane] * dcayley[n, 1, k]
+                         + cbar[2, lane] * dcayley[n, 2, k] + cbar[3, lane] * dcayley[n, 3, k])
+                grad[n, k] = switched[n] * slope + dswitched[n, k] * value[lane]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -149,12 +171,12 @@ def pullback_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switc
     n_max = positions.shape[0]
     vr = np.empty((size, NEIGHBOUR_LANES))
     vi = np.empty((size, NEIGHBOUR_LANES))
-    dvr = np.empty((3, size, NEIGHBOUR_LANES))
-    dvi = np.empty((3, size, NEIGHBOUR_LANES))
+    wr = np.empty((size, NEIGHBOUR_LANES))  # the adjoints of V, row by row backward
+    wi = np.empty((size, NEIGHBOUR_LANES))
     pr = np.empty((twojmax + 2, NEIGHBOUR_LANES))  # the previous row, zero-padded at both ends
     pi = np.empty((twojmax + 2, NEIGHBOUR_LANES))
-    dpr = np.empty((3, twojmax + 2, NEIGHBOUR_LANES))
-    dpi = np.empty((3, twojmax + 2, NEIGHBOUR_LANES))
+    pbr = np.empty((twojmax + 2, NEIGHBOUR_LANES))  # its adjoint
+    pbi = np.empty((twojmax + 2, NEIGHBOUR_LANES))
     cayley = np.empty((n_max, 4))
     switched = np.empty(n_max)
     index = np.empty(n_max, dtype=np.int64)
@@ -185,7 +207,7 @@ def pullback_points(points, positions, cut, weight, twojmax, rfac0, rmin0, switc
             count = neighbours(points[start + t], positions, cut, weight, rfac0, rmin0, switchflag, cayley,
                                switched, index, dcayley, dswitched, True)
             _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, off, vbr, vbi,
-                                 vr, vi, dvr, dvi, pr, pi, dpr, dpi, grad)
+                                 vr, vi, wr, wi, pr, pi, pbr, pbi, grad)
             for n in range(count):
                 for k in range(3):
                     out[index[n], k] -= grad[n, k]  # x = point − atom
