@@ -9,13 +9,13 @@ conservation.
   the relative error of the force norms. When ``generated/catalog.yaml`` holds the
   8-atom Be cells of examples/generate-be8-train.yaml and the test cells of
   examples/generate-be8.yaml (with pw.x's forces), the models of examples/train-be8-298K.yaml
-  and examples/train-be8-md.yaml (trained, or resumed, in the folders they name) are
+  and examples/train-be-md.yaml (trained, or resumed, in the folders they name) are
   measured on the test cells too.
 * **Energy conservation**: velocity Verlet (NVE) of a 16-atom Be cell (snapshot 3 ×
   2×2×2, relaxed on the model's own surface first) from 298 K velocities with a smooth model
   (sigmoid activation, twojmax 6 to keep ≥ 200 steps within an hour here): that of
-  examples/train-be8-md.yaml when its data (298 K and 1200 K-displaced 8-atom cells) are
-  there, else the demo's. F + kinetic energy per
+  examples/train-be-md.yaml when its data (8- and 16-atom cells, 298 K and 1200 K-displaced)
+  are there, else the demo's. F + kinetic energy per
   step, its drift (slope of a straight-line fit) in meV/atom/ps, with the share of
   extrapolated grid points per step, and a plot.
 
@@ -44,10 +44,10 @@ NVE_RELAX_FMAX = 0.02  # eV/Å
 #: share of extrapolated grid points beyond which an NVE step counts as outside the model's trusted region
 TRUSTED_EXTRAPOLATION = 0.01
 GENERATED = ROOT / "generated" / "catalog.yaml"
-#: the NVE model when its data are there: examples/train-be8-md.yaml on 298 K and 1200 K-displaced 8-atom cells
-EXAMPLES_MD = ROOT / "examples" / "train-be8-md.yaml"
-MD_DATASET = "be8-1200K-displaced"
-MD_MODEL = "be8 md (sigmoid, twojmax 6, 298 K + 1200 K cells)"
+#: the NVE model when its data are there: examples/train-be-md.yaml on 8- and 16-atom cells, 298 K and 1200 K-displaced
+EXAMPLES_MD = ROOT / "examples" / "train-be-md.yaml"
+MD_DATASETS = ("be8-1200K-displaced", "be16-298K", "be16-1200K-displaced")
+MD_MODEL = "be md (sigmoid, twojmax 6, 8 + 16 atoms, 298 K + 1200 K cells)"
 PLOT = Path(__file__).resolve().parent / "nve-be16.png"
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
 
@@ -145,7 +145,7 @@ def generated_models() -> tuple[dict[str, Path], list[str]]:
     if len(train) < 2 or not test or "dft_forces" not in mf.open_snapshot(test[0]).attrs:
         return {}, []
     trained = {"be8 (relu, twojmax 10)": mf.train(ROOT / "examples" / "train-be8-298K.yaml", progress=False)}
-    if any(r.dataset == MD_DATASET for r in cat.records):  # the cells displaced as at 1200 K: a model for dynamics
+    if set(MD_DATASETS) <= {r.dataset for r in cat.records}:  # the cells a model for dynamics needs
         trained[MD_MODEL] = mf.train(EXAMPLES_MD, progress=False)
     return trained, test
 
