@@ -9,9 +9,10 @@ them to the catalog. It stops after ``rounds`` acquisitions, when the DFT budget
 when no candidate's σ exceeds ``target_sigma``; the last round trains and evaluates only.
 
 Every round is recorded in OUTPUT/rounds.json (training cells, the DFT core-minutes spent on
-the acquired ones among them and on the round's own acquisition, the candidates' σ and extrapolated share, the held-out cells' true errors and σ, the cells
-acquired) as soon as it ends. A changed ``held_out`` re-scores the recorded rounds with their kept
-models. Running again goes on from the first unrecorded round (or
+the acquired ones among them and on the round's own acquisition, the candidates' σ and
+extrapolated share, the held-out cells' true errors and σ, the cells acquired) as soon as it
+ends. A changed ``held_out`` re-scores the recorded rounds with their kept models. Running
+again goes on from the first unrecorded round (or
 from the last one, if the config now asks for more rounds, budget or a lower target): its
 training resumes from its checkpoints (with ``warm_start: true`` each round's members start
 from the previous round's), its candidates are drawn again from the same seeds,
@@ -284,7 +285,8 @@ def read_rounds(out: Path, config: LearnConfig | None = None) -> list[dict[str, 
     before = saved.get("config")  # absent from the first loops' records
     if config is not None and before is not None:
         now = json.loads(json.dumps(dataclasses.asdict(config)))
-        changed = sorted(k for k in before.keys() | now.keys() if k not in EXTENSIBLE + OBSERVERS and before.get(k) != now.get(k))
+        free = EXTENSIBLE + OBSERVERS
+        changed = sorted(k for k in before.keys() | now.keys() if k not in free and before.get(k) != now.get(k))
         if changed:
             detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
             raise MalaflowError(f"{path} records a loop run with other settings ({detail}); restore them, "

@@ -173,7 +173,8 @@ def predict_cmd(
     if plot:
         from ..plots import plot_dos
 
-        typer.echo(f"wrote {plot_dos(predicted, plot, scheme, dos=computed['dos'], obs=obs, members=computed.get('members'))}")
+        drawn = plot_dos(predicted, plot, scheme, dos=computed["dos"], obs=obs, members=computed.get("members"))
+        typer.echo(f"wrote {drawn}")
 
 
 @app.command("test")
