@@ -130,7 +130,7 @@ def accuracy(model: str, sources: list[str]) -> dict:
 
 
 def generated_models() -> tuple[dict[str, Path], list[str]]:
-    """The models of the examples on generated 8-atom Be cells, in the folders the examples
+    """The models of the examples on generated Be cells, in the folders the examples
     name (``malaflow train`` resumes them there, and so does this), and the held-out
     generated cells with pw.x forces — if the catalog holds them, else nothing."""
     import malaflow as mf

@@ -40,7 +40,7 @@ def loop_config(name: str, seed: int):
 
 def held_out_mean(record: dict, prefix: str = "") -> float:
     """Mean |band-energy error| (meV/atom) of a round over its held-out cells whose ids start with ``prefix``."""
-    return float(np.mean([abs(c["error"]) for id, c in record["held_out"].items() if id.startswith(prefix)]))
+    return float(np.mean([abs(c["error"]) for cell, c in record["held_out"].items() if cell.startswith(prefix)]))
 
 
 def summary(runs: dict[str, list[list[dict]]], prefix: str = "") -> dict[str, dict[str, np.ndarray]]:
