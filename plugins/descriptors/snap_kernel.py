@@ -79,14 +79,47 @@ NEIGHBOUR_LANES = 16
 
 
 @numba.njit(nogil=True, cache=True)
+def row_source(j, mb, m, po):  # pragma: no cover (compiled)
+    """Where entry m of P for row (j, mb) comes from in row j − 1: (index, sign, ±1 for conj)."""
+    if 2 * mb <= j - 1:
+        return po + mb * j + m, 1.0, 1.0
+    return po + (j - 1 - mb) * j + (j - 1 - m), 1.0 - 2.0 * ((m + mb) % 2), -1.0
+
+
+@numba.njit(nogil=True, cache=True)
+def previous_row(j, mb, po, vr, vi, pr, pi):  # pragma: no cover (compiled)
+    """P = the entries of row j − 1 that row (j, mb) of the recursion reads, at 1 … j of
+    ``pr``, ``pi`` (zeros at 0 and j + 1): row mb itself, or the mirror of row j − 1 − mb
+    (U's symmetry: ±conj, m reversed)."""
+    for lane in range(NEIGHBOUR_LANES):
+        pr[0, lane] = pi[0, lane] = pr[j + 1, lane] = pi[j + 1, lane] = 0.0
+    for m in range(j):
+        src, sign, conj = row_source(j, mb, m, po)
+        for lane in range(NEIGHBOUR_LANES):
+            pr[m + 1, lane] = sign * vr[src, lane]
+            pi[m + 1, lane] = conj * sign * vi[src, lane]
+
+
+@numba.njit(nogil=True, cache=True)
+def next_row(row, j, ar, ai, br, bi, pr, pi, vr, vi):  # pragma: no cover (compiled)
+    """Row (j, mb) of V, starting at ``row``, from P (:func:`previous_row`):
+    V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1], one branch-free loop thanks to P's padding."""
+    for ma in range(j + 1):
+        for lane in range(NEIGHBOUR_LANES):
+            vr[row + ma, lane] = ((ar[lane] * pr[ma + 1, lane] + ai[lane] * pi[ma + 1, lane])
+                                  - (br[lane] * pr[ma, lane] + bi[lane] * pi[ma, lane]))
+            vi[row + ma, lane] = ((ar[lane] * pi[ma + 1, lane] - ai[lane] * pr[ma + 1, lane])
+                                  - (br[lane] * pi[ma, lane] - bi[lane] * pr[ma, lane]))
+
+
+@numba.njit(nogil=True, cache=True)
 def _u_sum(cayley, weight, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui):  # pragma: no cover (compiled)
     """Σ_n w_n V_j(n) (rows 2m' ≤ j) over the ``count`` neighbours whose Cayley–Klein
     parameters (a_r, a_i, b_r, b_i) are the rows of ``cayley``, into ur, ui.
 
     NEIGHBOUR_LANES neighbours at a time, one lane each: V_j[m', m] = a*·V_{j−1}[m', m]
-    − b*·V_{j−1}[m', m−1] in branch-free loops over the lanes (``pr``, ``pi`` hold the row
-    of V_{j−1} a row is made from; row j/2 of V_{j−1} for even j is the mirror of a stored
-    one). Each lane sums its own neighbours (n = lane, lane + L, …) and the lanes are added
+    − b*·V_{j−1}[m', m−1] in branch-free loops over the lanes (:func:`previous_row`,
+    :func:`next_row`). Each lane sums its own neighbours (n = lane, lane + L, …) and the lanes are added
     in order at the end: the order depends only on the point's neighbour list."""
     L = NEIGHBOUR_LANES
     size = off[twojmax + 1]
@@ -112,30 +145,9 @@ def _u_sum(cayley, weight, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, 
         for j in range(1, twojmax + 1):
             jo, po = off[j], off[j - 1]
             for mb in range(j // 2 + 1):
-                if 2 * mb <= j - 1:
-                    for m in range(j):
-                        for lane in range(L):
-                            pr[m, lane] = vr[po + mb * j + m, lane]
-                            pi[m, lane] = vi[po + mb * j + m, lane]
-                else:
-                    for m in range(j):
-                        k = po + (j - 1 - mb) * j + (j - 1 - m)
-                        sign = 1.0 - 2.0 * ((m + mb) % 2)
-                        for lane in range(L):
-                            pr[m, lane] = sign * vr[k, lane]
-                            pi[m, lane] = -sign * vi[k, lane]
+                previous_row(j, mb, po, vr, vi, pr, pi)
                 row = jo + mb * (j + 1)
-                for ma in range(j):
-                    for lane in range(L):
-                        vr[row + ma, lane] = ar[lane] * pr[ma, lane] + ai[lane] * pi[ma, lane]
-                        vi[row + ma, lane] = ar[lane] * pi[ma, lane] - ai[lane] * pr[ma, lane]
-                for lane in range(L):
-                    vr[row + j, lane] = 0.0
-                    vi[row + j, lane] = 0.0
-                for ma in range(1, j + 1):
-                    for lane in range(L):
-                        vr[row + ma, lane] -= br[lane] * pr[ma - 1, lane] + bi[lane] * pi[ma - 1, lane]
-                        vi[row + ma, lane] -= br[lane] * pi[ma - 1, lane] - bi[lane] * pr[ma - 1, lane]
+                next_row(row, j, ar, ai, br, bi, pr, pi, vr, vi)
                 for ma in range(j + 1):
                     for lane in range(L):
                         accr[row + ma, lane] += w[lane] * vr[row + ma, lane]
@@ -231,8 +243,8 @@ def u_lanes(points, start, positions, cut, weight, twojmax, rfac0, rmin0, switch
     vi = np.empty((size, NEIGHBOUR_LANES))
     accr = np.empty((size, NEIGHBOUR_LANES))
     acci = np.empty((size, NEIGHBOUR_LANES))
-    pr = np.empty((twojmax + 1, NEIGHBOUR_LANES))
-    pi = np.empty((twojmax + 1, NEIGHBOUR_LANES))
+    pr = np.empty((twojmax + 2, NEIGHBOUR_LANES))  # the previous row, zero-padded at both ends
+    pi = np.empty((twojmax + 2, NEIGHBOUR_LANES))
     cayley = np.empty((positions.shape[0], 4))
     switched = np.empty(positions.shape[0])
     index = np.empty(positions.shape[0], dtype=np.int64)

@@ -27,7 +27,8 @@ import numba
 import numpy as np
 
 from .snap_contraction import LANES, contract_lanes
-from .snap_kernel import NEIGHBOUR_LANES, TILE_POINTS, neighbours, tables, u_lanes
+from .snap_kernel import (NEIGHBOUR_LANES, TILE_POINTS, neighbours, next_row, previous_row, row_source, tables,
+                          u_lanes)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -56,28 +57,6 @@ def _fold(twojmax, off, scale, ubr, ubi, t, vbr, vbi):  # pragma: no cover (comp
 
 
 @numba.njit(nogil=True, cache=True)
-def _previous_row(j, mb, po, vr, vi, pr, pi):  # pragma: no cover (compiled)
-    """P = the entries of row j − 1 that row (j, mb) of the recursion reads, at 1 … j of
-    ``pr``, ``pi`` (zeros at 0 and j + 1): row mb itself, or the mirror of row j − 1 − mb
-    (U's symmetry: ±conj, m reversed)."""
-    for lane in range(NEIGHBOUR_LANES):
-        pr[0, lane] = pi[0, lane] = pr[j + 1, lane] = pi[j + 1, lane] = 0.0
-    for m in range(j):
-        src, sign, conj = _source(j, mb, m, po)
-        for lane in range(NEIGHBOUR_LANES):
-            pr[m + 1, lane] = sign * vr[src, lane]
-            pi[m + 1, lane] = conj * sign * vi[src, lane]
-
-
-@numba.njit(nogil=True, cache=True)
-def _source(j, mb, m, po):  # pragma: no cover (compiled)
-    """Where entry m of P for row (j, mb) comes from in row j − 1: (index, sign, ±1 for conj)."""
-    if 2 * mb <= j - 1:
-        return po + mb * j + m, 1.0, 1.0
-    return po + (j - 1 - mb) * j + (j - 1 - m), 1.0 - 2.0 * ((m + mb) % 2), -1.0
-
-
-@numba.njit(nogil=True, cache=True)
 def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, off, vbr, vbi,
                          vr, vi, wr, wi, pr, pi, pbr, pbi, grad):  # pragma: no cover (compiled)
     """grad[n, k] = Σ V̄ · ∂(s_n V(n))/∂x_k for the ``count`` neighbours, 16 in lanes, in
@@ -88,7 +67,7 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
     costs less than carrying three derivatives forward.) Since ∂(sV)/∂x = s ∂V/∂x +
     V ∂s/∂x, Σ V̄·V is kept for the switching function's term.
 
-    Each entry is V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1] (P zero-padded: no branch)."""
+    Each entry is V[ma] = conj(a)·P[ma] − conj(b)·P[ma − 1] (:func:`.snap_kernel.next_row`)."""
     L = NEIGHBOUR_LANES
     ar = np.empty(L)
     ai = np.empty(L)
@@ -112,24 +91,19 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
         for j in range(1, twojmax + 1):  # forward: the values
             jo, po = off[j], off[j - 1]
             for mb in range(j // 2 + 1):
-                _previous_row(j, mb, po, vr, vi, pr, pi)
+                previous_row(j, mb, po, vr, vi, pr, pi)
                 row = jo + mb * (j + 1)
+                next_row(row, j, ar, ai, br, bi, pr, pi, vr, vi)
                 for ma in range(j + 1):
                     k = row + ma
                     for lane in range(L):
-                        xr = (ar[lane] * pr[ma + 1, lane] + ai[lane] * pi[ma + 1, lane]
-                              - br[lane] * pr[ma, lane] - bi[lane] * pi[ma, lane])
-                        xi = (ar[lane] * pi[ma + 1, lane] - ai[lane] * pr[ma + 1, lane]
-                              - br[lane] * pi[ma, lane] + bi[lane] * pr[ma, lane])
-                        vr[k, lane] = xr
-                        vi[k, lane] = xi
-                        value[lane] += vbr[k] * xr + vbi[k] * xi
+                        value[lane] += vbr[k] * vr[k, lane] + vbi[k] * vi[k, lane]
                         wr[k, lane] = vbr[k]
                         wi[k, lane] = vbi[k]
         for j in range(twojmax, 0, -1):  # backward: W̄ of row j into the parameters and into row j − 1
             jo, po = off[j], off[j - 1]
             for mb in range(j // 2 + 1):
-                _previous_row(j, mb, po, vr, vi, pr, pi)
+                previous_row(j, mb, po, vr, vi, pr, pi)
                 for m in range(j + 2):
                     for lane in range(L):
                         pbr[m, lane] = 0.0
@@ -151,7 +125,7 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
                         pbi[ma, lane] -= gr * bi[lane] + gi * br[lane]
                 if j > 1:  # row 0 is the constant 1
                     for m in range(j):
-                        src, sign, conj = _source(j, mb, m, po)
+                        src, sign, conj = row_source(j, mb, m, po)
                         for lane in range(L):
                             wr[src, lane] += sign * pbr[m + 1, lane]
                             wi[src, lane] += conj * sign * pbi[m + 1, lane]
