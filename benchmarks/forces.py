@@ -6,15 +6,15 @@ conservation.
   twojmax 10, 91 → 200 → 11), each in its own process (time, peak RSS).
 * **Accuracy**: forces of the same model (and of a smooth one) against pw.x's
   (``tprnfor``) on the snapshots it was not trained on, per snapshot: RMSE (eV/Å) and
-  the relative error of the force norms. When ``generated/catalog.yaml`` holds the
-  8-atom Be cells of examples/generate-be8-train.yaml and the test cells of
-  examples/generate-be8.yaml (with pw.x's forces), the models of examples/train-be8-298K.yaml
-  and examples/train-be-md.yaml (trained, or resumed, in the folders they name) are
-  measured on the test cells too.
+  the relative error of the force norms. When ``generated/catalog.yaml`` holds their
+  data, the models of examples/train-be8-298K.yaml (8-atom cells) and
+  examples/train-be-md.yaml (16-atom cells), trained or resumed in the folders they name,
+  are measured on the test cells of their own size too (with pw.x's forces:
+  examples/generate-be8.yaml, generate-be16.yaml).
 * **Energy conservation**: velocity Verlet (NVE) of a 16-atom Be cell (snapshot 3 ×
   2×2×2, relaxed on the model's own surface first) from 298 K velocities with a smooth model
   (sigmoid activation, twojmax 6 to keep ≥ 200 steps within an hour here): that of
-  examples/train-be-md.yaml when its data (8- and 16-atom cells, 298 K and 1200 K-displaced)
+  examples/train-be-md.yaml when its data (16-atom cells, 298 K and 1200 K-displaced)
   are there, else the demo's. F + kinetic energy per
   step, its drift (slope of a straight-line fit) in meV/atom/ps, with the share of
   extrapolated grid points per step, and a plot.
@@ -44,10 +44,10 @@ NVE_RELAX_FMAX = 0.02  # eV/Å
 #: share of extrapolated grid points beyond which an NVE step counts as outside the model's trusted region
 TRUSTED_EXTRAPOLATION = 0.01
 GENERATED = ROOT / "generated" / "catalog.yaml"
-#: the NVE model when its data are there: examples/train-be-md.yaml on 8- and 16-atom cells, 298 K and 1200 K-displaced
+#: the NVE model when its data are there: examples/train-be-md.yaml on 16-atom cells, 298 K and 1200 K-displaced
 EXAMPLES_MD = ROOT / "examples" / "train-be-md.yaml"
-MD_DATASETS = ("be8-1200K-displaced", "be16-298K", "be16-1200K-displaced")
-MD_MODEL = "be md (sigmoid, twojmax 6, 8 + 16 atoms, 298 K + 1200 K cells)"
+MD_DATASETS = ("be16-298K", "be16-1200K-displaced")
+MD_MODEL = "be md (sigmoid, twojmax 6, 16-atom cells, 298 K + 1200 K)"
 PLOT = Path(__file__).resolve().parent / "nve-be16.png"
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
 
@@ -129,25 +129,29 @@ def accuracy(model: str, sources: list[str]) -> dict:
     return out
 
 
-def generated_models() -> tuple[dict[str, Path], list[str]]:
-    """The models of the examples on generated Be cells, in the folders the examples
-    name (``malaflow train`` resumes them there, and so does this), and the held-out
-    generated cells with pw.x forces — if the catalog holds them, else nothing."""
+def generated_models() -> dict[str, tuple[Path, list[str]]]:
+    """The models of the examples on generated Be cells whose data the catalog holds, each
+    trained (or resumed) in the folder its example names, as ``malaflow train`` does, with
+    the held-out cells of its own cell size that carry pw.x's forces."""
     import malaflow as mf
     from malaflow.catalog import Catalog
 
     if not GENERATED.is_file():
-        return {}, []
+        return {}
     cat = Catalog.load(GENERATED)
-    records = [r for r in cat.records if r.dataset == "be8-298K"]
-    train = [r for r in records if r.split == "train"]
-    test = [str(cat.store_path(r.id)) for r in records if r.split == "test"]
-    if len(train) < 2 or not test or "dft_forces" not in mf.open_snapshot(test[0]).attrs:
-        return {}, []
-    trained = {"be8 (relu, twojmax 10)": mf.train(ROOT / "examples" / "train-be8-298K.yaml", progress=False)}
-    if set(MD_DATASETS) <= {r.dataset for r in cat.records}:  # the cells a model for dynamics needs
-        trained[MD_MODEL] = mf.train(EXAMPLES_MD, progress=False)
-    return trained, test
+    present = {r.dataset for r in cat.records}
+
+    def tests(dataset: str) -> list[str]:
+        paths = [str(cat.store_path(r.id)) for r in cat.records if r.dataset == dataset and r.split == "test"]
+        return [p for p in paths if "dft_forces" in mf.open_snapshot(p).attrs]
+
+    found = {}
+    if "be8-298K" in present and tests("be8-298K"):
+        found["be8 (relu, twojmax 10)"] = (mf.train(ROOT / "examples" / "train-be8-298K.yaml", progress=False),
+                                           tests("be8-298K"))
+    if set(MD_DATASETS) <= present and tests(MD_DATASETS[0]):  # the cells a model for dynamics needs
+        found[MD_MODEL] = (mf.train(EXAMPLES_MD, progress=False), tests(MD_DATASETS[0]))
+    return found
 
 
 def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
@@ -263,8 +267,9 @@ def main() -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = models(Path(tmp))
-        generated, test = generated_models()
-        held_out = {n: (p, demo_snapshots()) for n, p in demo.items()} | {n: (p, test) for n, p in generated.items()}
-        smooth = MD_MODEL if MD_MODEL in generated else "smooth (sigmoid, twojmax 6)"
+        generated = generated_models()
+        held_out = {n: (p, demo_snapshots()) for n, p in demo.items()} | generated
+        smooth = generated[MD_MODEL][0] if MD_MODEL in generated else demo["smooth (sigmoid, twojmax 6)"]
+        name = MD_MODEL if MD_MODEL in generated else "smooth (sigmoid, twojmax 6)"
         return "\n\n".join([cost_table(str(demo["train-be2 (relu, twojmax 10)"])), accuracy_table(held_out),
-                             nve_line(smooth, str({**demo, **generated}[smooth]))])
+                             nve_line(name, str(smooth))])
