@@ -17,7 +17,9 @@ conservation.
   examples/train-be-md.yaml when its data (16-atom cells, 298 K and 1200 K-displaced)
   are there, else the demo's. F + kinetic energy per
   step, its drift (slope of a straight-line fit) in meV/atom/ps, with the share of
-  extrapolated grid points per step, and a plot.
+  extrapolated grid points per step, and a plot. Then, once examples/generate-be16-nve.yaml
+  has had pw.x label every 50th frame of the run, the model's F and forces beside DFT's
+  along the trajectory.
 
 The demo models are trained here (not timed) on the demo data: snapshots 0, 1 train,
 2 validates.
@@ -50,6 +52,9 @@ MD_DATASETS = ("be16-298K", "be16-1200K-displaced")
 MD_MODEL = "be md (sigmoid, twojmax 6, 16-atom cells, 298 K + 1200 K)"
 PLOT = Path(__file__).resolve().parent / "nve-be16.png"
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
+#: every step's atoms of the NVE run (outside git), which examples/generate-be16-nve.yaml hands to pw.x
+NVE_TRAJECTORY = GENERATED.parent / "nve-be16.traj"
+NVE_CHECK_DATASET = "be16-nve"
 
 
 def _catalog(folder: Path):
@@ -154,14 +159,16 @@ def generated_models() -> dict[str, tuple[Path, list[str]]]:
     return found
 
 
-def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
+def nve(model: str, steps: int, timestep_fs: float, log: str, trajectory: str) -> dict:
     """Velocity Verlet from 298 K Maxwell–Boltzmann velocities (seeded); one JSON line
     per step into ``log``: time (fs), free energy, kinetic energy (eV), the share of
     grid points where the model extrapolates, the shortest interatomic distance (Å),
-    and whether the prediction carried a warning (atoms closer than the training data)."""
+    and whether the prediction carried a warning (atoms closer than the training data);
+    the atoms of every step into the ASE ``trajectory``."""
     import malaflow as mf
     from ase import units
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
+    from ase.io.trajectory import Trajectory
     from ase.md.verlet import VelocityVerlet
     from malaflow.trust import shortest_distance
 
@@ -185,8 +192,62 @@ def nve(model: str, steps: int, timestep_fs: float, log: str) -> dict:
             f.flush()
 
         dyn.attach(record)
-        dyn.run(steps)
+        Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
+        with Trajectory(trajectory, "w", atoms) as frames:
+            dyn.attach(frames.write)
+            dyn.run(steps)
     return {"seconds": time.perf_counter() - t0, "atoms": len(atoms), **relaxed}
+
+
+def along_trajectory(model: str) -> dict:
+    """The model's free energy and forces beside pw.x's at the NVE frames that
+    examples/generate-be16-nve.yaml labelled (dataset ``NVE_CHECK_DATASET``): whether the
+    surface the run moved on is DFT's. Per step: F of both (eV), force RMSE (eV/Å), the
+    shortest distance (Å)."""
+    import ase.io
+    import malaflow as mf
+    from malaflow.catalog import Catalog
+    from malaflow.trust import shortest_distance
+
+    frames = ase.io.read(NVE_TRAJECTORY, ":")
+    cat = Catalog.load(GENERATED)
+    calc = mf.Calculator(model, chunks=27)
+    out = {"seconds": 0.0}
+    for record in (r for r in cat.records if r.dataset == NVE_CHECK_DATASET):
+        snap = mf.Snapshot.from_dataset(mf.open_snapshot(str(cat.store_path(record.id))))
+        atoms = snap.atoms
+        inverse = np.linalg.inv(atoms.cell.array)
+
+        def apart(frame) -> float:  # largest displacement between two images of the cell, Å
+            d = (frame.positions - atoms.positions) @ inverse
+            return float(np.abs((d - np.round(d)) @ atoms.cell.array).max())
+
+        step = min(range(len(frames)), key=lambda i: apart(frames[i]))
+        if apart(frames[step]) > 1e-4:  # a frame of an earlier run
+            continue
+        atoms.calc = calc
+        ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
+        out[str(step)] = {"ours": float(atoms.get_potential_energy(force_consistent=True)),
+                          "dft": float(snap.attrs["reference"]["total_energy"]),
+                          "rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
+                          "shortest": float(shortest_distance(atoms.positions, atoms.cell)), "atoms": len(atoms)}
+    return out
+
+
+def along_table(model: str) -> str:
+    run = measure("benchmarks.forces", "along_trajectory", model).extra
+    steps = sorted(run, key=int)
+    if not steps:
+        return "(no NVE frames labelled by pw.x: run examples/generate-be16-nve.yaml after the NVE run)"
+    first = run[steps[0]]
+    rows = []
+    for step in steps:
+        r = run[step]
+        rows.append([step, f"{r['shortest']:.2f}", f"{(r['dft'] - first['dft']) / r['atoms'] * 1e3:+.1f}",
+                     f"{(r['ours'] - first['ours']) / r['atoms'] * 1e3:+.1f}",
+                     f"{(r['ours'] - r['dft']) / r['atoms'] * 1e3:+.1f}", f"{r['rmse']:.3f}"])
+    return table(rows, ["NVE step", "shortest distance (Å)", "F − F(first), pw.x (meV/atom)",
+                        "F − F(first), ours", "F ours − pw.x (meV/atom)", "force RMSE (eV/Å)"])
 
 
 def drift(log: str | Path, n_atoms: int) -> dict:
@@ -248,7 +309,7 @@ def accuracy_table(models: dict[str, tuple[Path, list[str]]]) -> str:
 
 
 def nve_line(name: str, model: str) -> str:
-    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG))
+    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG), str(NVE_TRAJECTORY))
     if run.seconds is None:
         return f"NVE with {name}: failed ({run.note})"
     d = drift(NVE_LOG, run.extra["atoms"])
@@ -271,5 +332,8 @@ def main() -> str:
         held_out = {n: (p, demo_snapshots()) for n, p in demo.items()} | generated
         smooth = generated[MD_MODEL][0] if MD_MODEL in generated else demo["smooth (sigmoid, twojmax 6)"]
         name = MD_MODEL if MD_MODEL in generated else "smooth (sigmoid, twojmax 6)"
-        return "\n\n".join([cost_table(str(demo["train-be2 (relu, twojmax 10)"])), accuracy_table(held_out),
-                             nve_line(name, str(smooth))])
+        parts = [cost_table(str(demo["train-be2 (relu, twojmax 10)"])), accuracy_table(held_out),
+                 nve_line(name, str(smooth))]
+        if MD_MODEL in generated:
+            parts.append(along_table(str(smooth)))
+        return "\n\n".join(parts)
