@@ -214,7 +214,8 @@ def along_trajectory(model: str) -> dict:
     calc = mf.Calculator(model, chunks=27)
     out = {"seconds": 0.0}
     for record in (r for r in cat.records if r.dataset == NVE_CHECK_DATASET):
-        snap = mf.Snapshot.from_dataset(mf.open_snapshot(str(cat.store_path(record.id))))
+        stored = mf.open_snapshot(str(cat.store_path(record.id)))
+        snap = mf.Snapshot.from_dataset(stored)
         atoms = snap.atoms
         inverse = np.linalg.inv(atoms.cell.array)
 
@@ -228,7 +229,7 @@ def along_trajectory(model: str) -> dict:
         atoms.calc = calc
         ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
         out[str(step)] = {"ours": float(atoms.get_potential_energy(force_consistent=True)),
-                          "dft": float(snap.attrs["reference"]["total_energy"]),
+                          "dft": float(stored.attrs["reference"]["total_energy"]),
                           "rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
                           "shortest": float(shortest_distance(atoms.positions, atoms.cell)), "atoms": len(atoms)}
     return out
