@@ -19,7 +19,8 @@ conservation.
   step, its drift (slope of a straight-line fit) in meV/atom/ps, with the share of
   extrapolated grid points per step, and a plot. Then, once examples/generate-be16-nve.yaml
   has had pw.x label every 50th frame of the run, the model's F and forces beside DFT's
-  along the trajectory.
+  along the trajectory, and a second run with the model retrained on those frames too
+  (examples/train-be-md-nve.yaml; nve-be16-round2.jsonl/png).
 
 The demo models are trained here (not timed) on the demo data: snapshots 0, 1 train,
 2 validates.
@@ -50,11 +51,14 @@ GENERATED = ROOT / "generated" / "catalog.yaml"
 EXAMPLES_MD = ROOT / "examples" / "train-be-md.yaml"
 MD_DATASETS = ("be16-298K", "be16-1200K-displaced")
 MD_MODEL = "be md (sigmoid, twojmax 6, 16-atom cells, 298 K + 1200 K)"
-PLOT = Path(__file__).resolve().parent / "nve-be16.png"
+#: the NVE run's log (plot beside it, .png) of the first model; the second round's
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
-#: every step's atoms of the NVE run (outside git), which examples/generate-be16-nve.yaml hands to pw.x
+NVE_LOG_ROUND2 = Path(__file__).resolve().parent / "nve-be16-round2.jsonl"
+#: the first run's atoms at every step (outside git), which examples/generate-be16-nve.yaml hands to pw.x
 NVE_TRAJECTORY = GENERATED.parent / "nve-be16.traj"
 NVE_CHECK_DATASET = "be16-nve"
+#: the second round: the md model retrained with those labelled frames
+EXAMPLES_MD_NVE = ROOT / "examples" / "train-be-md-nve.yaml"
 
 
 def _catalog(folder: Path):
@@ -134,6 +138,13 @@ def accuracy(model: str, sources: list[str]) -> dict:
     return out
 
 
+def _datasets() -> set[str]:
+    """The datasets of the generated catalog."""
+    from malaflow.catalog import Catalog
+
+    return {r.dataset for r in Catalog.load(GENERATED).records} if GENERATED.is_file() else set()
+
+
 def generated_models() -> dict[str, tuple[Path, list[str]]]:
     """The models of the examples on generated Be cells whose data the catalog holds, each
     trained (or resumed) in the folder its example names, as ``malaflow train`` does, with
@@ -141,10 +152,10 @@ def generated_models() -> dict[str, tuple[Path, list[str]]]:
     import malaflow as mf
     from malaflow.catalog import Catalog
 
-    if not GENERATED.is_file():
+    present = _datasets()
+    if not present:
         return {}
     cat = Catalog.load(GENERATED)
-    present = {r.dataset for r in cat.records}
 
     def tests(dataset: str) -> list[str]:
         paths = [str(cat.store_path(r.id)) for r in cat.records if r.dataset == dataset and r.split == "test"]
@@ -309,19 +320,22 @@ def accuracy_table(models: dict[str, tuple[Path, list[str]]]) -> str:
                         "max |F| ours", "net force (eV/Å)"])
 
 
-def nve_line(name: str, model: str) -> str:
-    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(NVE_LOG), str(NVE_TRAJECTORY))
+def nve_line(name: str, model: str, log: Path = NVE_LOG) -> str:
+    """An NVE run in its own process, its log, trajectory (outside git) and plot."""
+    picture = log.with_suffix(".png")
+    trajectory = GENERATED.parent / f"{log.stem}.traj"
+    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(log), str(trajectory))
     if run.seconds is None:
         return f"NVE with {name}: failed ({run.note})"
-    d = drift(NVE_LOG, run.extra["atoms"])
-    plot(d["rows"], run.extra["atoms"], PLOT)
+    d = drift(log, run.extra["atoms"])
+    plot(d["rows"], run.extra["atoms"], picture)
     return (f"NVE with {name}: {run.extra['atoms']} atoms, relaxed on the model's surface first "
             f"({run.extra['relax_steps']} BFGS steps, largest force then {run.extra['relax_fmax']:.3f} eV/Å), "
             f"{NVE_STEPS} steps of {NVE_TIMESTEP_FS} fs in "
             f"{run.seconds:.0f} s ({run.peak_mb:.0f} MB): drift {d['all'][0]:+.3f} meV/atom/ps, largest excursion "
             f"of F + kinetic {d['all'][1]:.3f} meV/atom; over the {d['trusted_steps']} steps before the model "
             f"extrapolates: {d['trusted'][0]:+.3f} meV/atom/ps, {d['trusted'][1]:.3f} meV/atom; "
-            f"plot {PLOT.name}, log {NVE_LOG.name}")
+            f"plot {picture.name}, log {log.name}")
 
 
 def main() -> str:
@@ -335,6 +349,10 @@ def main() -> str:
         name = MD_MODEL if MD_MODEL in generated else "smooth (sigmoid, twojmax 6)"
         parts = [cost_table(str(demo["train-be2 (relu, twojmax 10)"])), accuracy_table(held_out),
                  nve_line(name, str(smooth))]
-        if MD_MODEL in generated:
+        if MD_MODEL in generated and NVE_CHECK_DATASET in _datasets():
+            import malaflow as mf
+
             parts.append(along_table(str(smooth)))
+            second = mf.train(EXAMPLES_MD_NVE, progress=False)
+            parts.append(nve_line("the md model retrained with the run's labelled frames", str(second), NVE_LOG_ROUND2))
         return "\n\n".join(parts)
