@@ -113,6 +113,18 @@ def next_row(row, j, ar, ai, br, bi, pr, pi, vr, vi):  # pragma: no cover (compi
 
 
 @numba.njit(nogil=True, cache=True)
+def wigner_rows(twojmax, off, ar, ai, br, bi, vr, vi, pr, pi):  # pragma: no cover (compiled)
+    """V_j of the lanes' neighbours, rows 2m' ≤ j of every j ≤ twojmax (V_0 = 1), into vr, vi."""
+    for lane in range(NEIGHBOUR_LANES):
+        vr[0, lane] = 1.0
+        vi[0, lane] = 0.0
+    for j in range(1, twojmax + 1):
+        for mb in range(j // 2 + 1):
+            previous_row(j, mb, off[j - 1], vr, vi, pr, pi)
+            next_row(off[j] + mb * (j + 1), j, ar, ai, br, bi, pr, pi, vr, vi)
+
+
+@numba.njit(nogil=True, cache=True)
 def _u_sum(cayley, weight, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, ui):  # pragma: no cover (compiled)
     """Σ_n w_n V_j(n) (rows 2m' ≤ j) over the ``count`` neighbours whose Cayley–Klein
     parameters (a_r, a_i, b_r, b_i) are the rows of ``cayley``, into ur, ui.
@@ -138,20 +150,12 @@ def _u_sum(cayley, weight, count, twojmax, off, vr, vi, pr, pi, accr, acci, ur, 
                 w[lane] = weight[n]
             else:  # padding: a neighbour of weight 0
                 ar[lane], ai[lane], br[lane], bi[lane], w[lane] = 1.0, 0.0, 0.0, 0.0, 0.0
-        for lane in range(L):
-            vr[0, lane] = 1.0
-            vi[0, lane] = 0.0
-            accr[0, lane] += w[lane]
-        for j in range(1, twojmax + 1):
-            jo, po = off[j], off[j - 1]
-            for mb in range(j // 2 + 1):
-                previous_row(j, mb, po, vr, vi, pr, pi)
-                row = jo + mb * (j + 1)
-                next_row(row, j, ar, ai, br, bi, pr, pi, vr, vi)
-                for ma in range(j + 1):
-                    for lane in range(L):
-                        accr[row + ma, lane] += w[lane] * vr[row + ma, lane]
-                        acci[row + ma, lane] += w[lane] * vi[row + ma, lane]
+        wigner_rows(twojmax, off, ar, ai, br, bi, vr, vi, pr, pi)
+        for j in range(twojmax + 1):
+            for k in range(off[j], off[j] + (j // 2 + 1) * (j + 1)):  # the stored rows
+                for lane in range(L):
+                    accr[k, lane] += w[lane] * vr[k, lane]
+                    acci[k, lane] += w[lane] * vi[k, lane]
     for k in range(size):
         tr = 0.0
         ti = 0.0

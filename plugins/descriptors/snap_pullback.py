@@ -27,8 +27,8 @@ import numba
 import numpy as np
 
 from .snap_contraction import LANES, contract_lanes
-from .snap_kernel import (NEIGHBOUR_LANES, TILE_POINTS, neighbours, next_row, previous_row, row_source, tables,
-                          u_lanes)
+from .snap_kernel import (NEIGHBOUR_LANES, TILE_POINTS, neighbours, previous_row, row_source, tables, u_lanes,
+                          wigner_rows)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -84,22 +84,15 @@ def _neighbour_gradients(cayley, dcayley, switched, dswitched, count, twojmax, o
             br[lane] = cayley[n, 2] if live else 0.0
             bi[lane] = cayley[n, 3] if live else 0.0
             value[lane] = vbr[0]  # V_0 = 1
-            vr[0, lane] = 1.0
-            vi[0, lane] = 0.0
             for q in range(4):
                 cbar[q, lane] = 0.0
-        for j in range(1, twojmax + 1):  # forward: the values
-            jo, po = off[j], off[j - 1]
-            for mb in range(j // 2 + 1):
-                previous_row(j, mb, po, vr, vi, pr, pi)
-                row = jo + mb * (j + 1)
-                next_row(row, j, ar, ai, br, bi, pr, pi, vr, vi)
-                for ma in range(j + 1):
-                    k = row + ma
-                    for lane in range(L):
-                        value[lane] += vbr[k] * vr[k, lane] + vbi[k] * vi[k, lane]
-                        wr[k, lane] = vbr[k]
-                        wi[k, lane] = vbi[k]
+        wigner_rows(twojmax, off, ar, ai, br, bi, vr, vi, pr, pi)  # forward: the values
+        for j in range(1, twojmax + 1):
+            for k in range(off[j], off[j] + (j // 2 + 1) * (j + 1)):  # the stored rows
+                for lane in range(L):
+                    value[lane] += vbr[k] * vr[k, lane] + vbi[k] * vi[k, lane]
+                    wr[k, lane] = vbr[k]
+                    wi[k, lane] = vbi[k]
         for j in range(twojmax, 0, -1):  # backward: W̄ of row j into the parameters and into row j − 1
             jo, po = off[j], off[j - 1]
             for mb in range(j // 2 + 1):
