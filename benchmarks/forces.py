@@ -54,8 +54,6 @@ MD_MODEL = "be md (sigmoid, twojmax 6, 16-atom cells, 298 K + 1200 K)"
 #: the NVE run's log (plot beside it, .png) of the first model; the second round's
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
 NVE_LOG_ROUND2 = Path(__file__).resolve().parent / "nve-be16-round2.jsonl"
-#: the first run's atoms at every step (outside git), which examples/generate-be16-nve.yaml hands to pw.x
-NVE_TRAJECTORY = GENERATED.parent / "nve-be16.traj"
 NVE_CHECK_DATASET = "be16-nve"
 #: the second round: the md model retrained with those labelled frames
 EXAMPLES_MD_NVE = ROOT / "examples" / "train-be-md-nve.yaml"
@@ -117,6 +115,20 @@ def demo_snapshots() -> list[str]:
     return [str(Path(mf.__file__).parent / "demo_data" / "Be2" / f"Be_snapshot{i}.info.json") for i in (2, 3)]
 
 
+def _beside_dft(snap, calc) -> dict:
+    """A snapshot's forces (and free energy) from ``calc`` beside pw.x's forces: RMSE, the
+    mean relative error of the per-atom norms, the largest components, the net force."""
+    atoms = snap.atoms
+    atoms.calc = calc
+    ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
+    norm_ours, norm_dft = np.linalg.norm(ours, axis=1), np.linalg.norm(dft, axis=1)
+    return {"rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
+            "norm_error": float(np.mean(abs(norm_ours - norm_dft) / norm_dft)),
+            "dft_max": float(abs(dft).max()), "ours_max": float(abs(ours).max()),
+            "net": float(np.linalg.norm(calc.results["net_force"])), "atoms": len(atoms),
+            "ours": float(atoms.get_potential_energy(force_consistent=True))}
+
+
 def accuracy(model: str, sources: list[str]) -> dict:
     """Forces of held-out snapshots (info files or stores) beside pw.x's: RMSE and norm errors."""
     import malaflow as mf
@@ -126,15 +138,7 @@ def accuracy(model: str, sources: list[str]) -> dict:
     for source in sources:
         snap = mf.read_snapshot(source) if source.endswith(".json") \
             else mf.Snapshot.from_dataset(mf.open_snapshot(source))
-        atoms = snap.atoms
-        atoms.calc = calc
-        ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
-        norm_ours, norm_dft = np.linalg.norm(ours, axis=1), np.linalg.norm(dft, axis=1)
-        out[Path(source).name.split(".")[0]] = {
-            "rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
-            "norm_error": float(np.mean(abs(norm_ours - norm_dft) / norm_dft)),
-            "dft_max": float(abs(dft).max()), "ours_max": float(abs(ours).max()),
-            "net": float(np.linalg.norm(calc.results["net_force"])), "atoms": len(atoms)}
+        out[Path(source).name.split(".")[0]] = _beside_dft(snap, calc)
     return out
 
 
@@ -162,11 +166,12 @@ def generated_models() -> dict[str, tuple[Path, list[str]]]:
         return [p for p in paths if "dft_forces" in mf.open_snapshot(p).attrs]
 
     found = {}
-    if "be8-298K" in present and tests("be8-298K"):
-        found["be8 (relu, twojmax 10)"] = (mf.train(ROOT / "examples" / "train-be8-298K.yaml", progress=False),
-                                           tests("be8-298K"))
-    if set(MD_DATASETS) <= present and tests(MD_DATASETS[0]):  # the cells a model for dynamics needs
-        found[MD_MODEL] = (mf.train(EXAMPLES_MD, progress=False), tests(MD_DATASETS[0]))
+    be8 = tests("be8-298K") if "be8-298K" in present else []
+    if be8:
+        found["be8 (relu, twojmax 10)"] = (mf.train(ROOT / "examples" / "train-be8-298K.yaml", progress=False), be8)
+    md = tests(MD_DATASETS[0]) if set(MD_DATASETS) <= present else []  # the cells a model for dynamics needs
+    if md:
+        found[MD_MODEL] = (mf.train(EXAMPLES_MD, progress=False), md)
     return found
 
 
@@ -220,29 +225,22 @@ def along_trajectory(model: str) -> dict:
     from malaflow.catalog import Catalog
     from malaflow.trust import shortest_distance
 
-    frames = ase.io.read(NVE_TRAJECTORY, ":")
+    frames = ase.io.read(trajectory_of(NVE_LOG), ":")
     cat = Catalog.load(GENERATED)
     calc = mf.Calculator(model, chunks=27)
     out = {"seconds": 0.0}
     for record in (r for r in cat.records if r.dataset == NVE_CHECK_DATASET):
         stored = mf.open_snapshot(str(cat.store_path(record.id)))
         snap = mf.Snapshot.from_dataset(stored)
-        atoms = snap.atoms
-        inverse = np.linalg.inv(atoms.cell.array)
-
-        def apart(frame) -> float:  # largest displacement between two images of the cell, Å
-            d = (frame.positions - atoms.positions) @ inverse
-            return float(np.abs((d - np.round(d)) @ atoms.cell.array).max())
-
-        step = min(range(len(frames)), key=lambda i: apart(frames[i]))
-        if apart(frames[step]) > 1e-4:  # a frame of an earlier run
+        labelled, cell = snap.atoms.positions, snap.atoms.cell.array
+        fractional = [(frame.positions - labelled) @ np.linalg.inv(cell) for frame in frames]
+        # largest displacement (Å) between each frame and the labelled atoms, across cell images
+        gaps = [float(np.abs((d - np.round(d)) @ cell).max()) for d in fractional]
+        step = int(np.argmin(gaps))
+        if gaps[step] > 1e-4:  # a frame of an earlier run
             continue
-        atoms.calc = calc
-        ours, dft = atoms.get_forces(), np.asarray(snap.attrs["dft_forces"])
-        out[str(step)] = {"ours": float(atoms.get_potential_energy(force_consistent=True)),
-                          "dft": float(stored.attrs["reference"]["total_energy"]),
-                          "rmse": float(np.sqrt(((ours - dft) ** 2).mean())),
-                          "shortest": float(shortest_distance(atoms.positions, atoms.cell)), "atoms": len(atoms)}
+        out[str(step)] = {**_beside_dft(snap, calc), "dft": float(stored.attrs["reference"]["total_energy"]),
+                          "shortest": float(shortest_distance(labelled, cell))}
     return out
 
 
@@ -320,11 +318,16 @@ def accuracy_table(models: dict[str, tuple[Path, list[str]]]) -> str:
                         "max |F| ours", "net force (eV/Å)"])
 
 
+def trajectory_of(log: Path) -> Path:
+    """Where the NVE run of ``log`` keeps its atoms at every step (outside git; the first
+    run's is what examples/generate-be16-nve.yaml hands to pw.x)."""
+    return GENERATED.parent / f"{log.stem}.traj"
+
+
 def nve_line(name: str, model: str, log: Path = NVE_LOG) -> str:
-    """An NVE run in its own process, its log, trajectory (outside git) and plot."""
+    """An NVE run in its own process, its log, trajectory and plot."""
     picture = log.with_suffix(".png")
-    trajectory = GENERATED.parent / f"{log.stem}.traj"
-    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(log), str(trajectory))
+    run = measure("benchmarks.forces", "nve", model, NVE_STEPS, NVE_TIMESTEP_FS, str(log), str(trajectory_of(log)))
     if run.seconds is None:
         return f"NVE with {name}: failed ({run.note})"
     d = drift(log, run.extra["atoms"])
@@ -345,8 +348,8 @@ def main() -> str:
         demo = models(Path(tmp))
         generated = generated_models()
         held_out = {n: (p, demo_snapshots()) for n, p in demo.items()} | generated
-        smooth = generated[MD_MODEL][0] if MD_MODEL in generated else demo["smooth (sigmoid, twojmax 6)"]
         name = MD_MODEL if MD_MODEL in generated else "smooth (sigmoid, twojmax 6)"
+        smooth = generated[name][0] if name in generated else demo[name]
         parts = [cost_table(str(demo["train-be2 (relu, twojmax 10)"])), accuracy_table(held_out),
                  nve_line(name, str(smooth))]
         if MD_MODEL in generated and NVE_CHECK_DATASET in _datasets():
