@@ -18,8 +18,12 @@ import xarray as xr
 
 from .observables import observables, target_of
 
-#: an atom pair closer than this fraction of the shortest training distance is flagged
-CLOSE_FRACTION = 0.5
+#: an atom pair closer than this fraction of the shortest training distance is flagged.
+#: Why not lower: the repulsion between atoms steepens fast below the distances a model was
+#: trained on, and a model has no wall there — an NVE run of 16 Be atoms (benchmarks/RESULTS.md,
+#: "Energy conservation") passed 1.6 Å with the closest training pair at 1.635 Å and collapsed to
+#: 0.95 Å; at 0.5 nothing was said before 0.82 Å.
+CLOSE_FRACTION = 0.85
 #: a grid step longer than this multiple of the training grid step is flagged
 COARSE_FACTOR = 2.0
 
@@ -45,7 +49,8 @@ def structure_warnings(model: Any, positions: Any, cell: Any, grid: tuple[int, i
         shortest = shortest_distance(positions, cell)
         if shortest < CLOSE_FRACTION * trained:
             found.append(f"atoms {shortest:.3f} Å apart, where the closest pair in the training data was "
-                         f"{trained:.3f} Å: the prediction is unphysical here")
+                         f"{trained:.3f} Å: the model has not seen atoms this close and cannot know how "
+                         "strongly they repel; energies and forces here are guesses")
     steps = np.linalg.norm(np.asarray(cell, dtype=float), axis=1) / np.asarray(grid)
     coarse = [f"{'abc'[i]}: {s:.3f} Å vs {t:.3f} Å" for i, (s, t) in enumerate(zip(steps, model.grid_spacing))
               if s > COARSE_FACTOR * t]
