@@ -47,10 +47,10 @@ NVE_RELAX_FMAX = 0.02  # eV/Å
 #: share of extrapolated grid points beyond which an NVE step counts as outside the model's trusted region
 TRUSTED_EXTRAPOLATION = 0.01
 GENERATED = ROOT / "generated" / "catalog.yaml"
-#: the NVE model when its data are there: examples/train-be-md.yaml on 16-atom cells, 298 K and 1200 K-displaced
+#: the NVE model when its data are there: examples/train-be-md.yaml on 16-atom cells displaced as at 150–1200 K
 EXAMPLES_MD = ROOT / "examples" / "train-be-md.yaml"
-MD_DATASETS = ("be16-298K", "be16-1200K-displaced")
-MD_MODEL = "be md (sigmoid, twojmax 6, 16-atom cells, 298 K + 1200 K)"
+MD_DATASETS = ("be16-298K", "be16-150K-displaced", "be16-600K-displaced", "be16-1200K-displaced")
+MD_MODEL = "be md (sigmoid, twojmax 10, 16-atom cells, 150–1200 K)"
 #: the NVE run's log (plot beside it, .png) of the first model; the second round's
 NVE_LOG = Path(__file__).resolve().parent / "nve-be16.jsonl"
 NVE_LOG_ROUND2 = Path(__file__).resolve().parent / "nve-be16-round2.jsonl"
