@@ -199,8 +199,8 @@ class EnsembleModel:
         (member, x, y, z, energy) beside it; the descriptors are computed once for all."""
         first = self.members[0].predict(structure, grid_shape, chunks, descriptors, device, implementation,
                                         precision, with_descriptors=True)
-        others = [m.predict(structure, grid_shape, chunks, first["descriptors"], device, implementation, precision)
-                  for m in self.members[1:]]
+        others = [m.predict(structure, grid_shape, chunks, first["descriptors"], device, implementation, precision,
+                            warn=False) for m in self.members[1:]]
         variable = self.variable
         members = xr.concat([ds[variable] for ds in [first, *others]], dim="member")
         ds = first if with_descriptors else first.drop_vars("descriptors")

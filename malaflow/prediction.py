@@ -119,7 +119,7 @@ class Predicts:
     def predict(
         self, structure: Any, grid_shape: Sequence[int] | None = None, chunks: Chunks = None,
         descriptors: xr.DataArray | None = None, device: str = "auto", implementation: str | None = None,
-        precision: str = "float32", with_descriptors: bool = False,
+        precision: str = "float32", with_descriptors: bool = False, warn: bool = True,
     ) -> xr.Dataset:
         """The predicted LDOS of a structure (ase.Atoms, Snapshot, snapshot dataset) as a
         lazy snapshot dataset: ``malaflow.observables`` works on it, ``write_snapshot``
@@ -132,7 +132,9 @@ class Predicts:
         names one. On a cluster offering the ``GPU`` resource the tasks ask for it.
         ``precision``: the network's arithmetic (float32, or float64 as forces use).
         ``with_descriptors``: the descriptors become a variable of the dataset too (the
-        same chunks the LDOS is computed from; persisting the dataset keeps both)."""
+        same chunks the LDOS is computed from; persisting the dataset keeps both).
+        ``warn``: log what makes the prediction doubtful (its ``warnings`` attribute holds it
+        either way; an ensemble's members leave the logging to the ensemble)."""
         check_device_name(device, "prediction")
         torch_dtype(precision, "prediction")
         s = Structure.from_any(structure)
@@ -147,10 +149,10 @@ class Predicts:
                 descriptor = fastest(self.descriptor_plugin(), device) if implementation is None \
                     else self.descriptor_plugin(implementation)
                 descriptors = descriptor_grid(s, descriptor, grid_shape=grid, chunks=chunks)
-            return self._dataset(s, grid, descriptors, device, precision, with_descriptors)
+            return self._dataset(s, grid, descriptors, device, precision, with_descriptors, warn)
 
     def _dataset(self, s: Structure, grid: tuple[int, int, int], descriptors: xr.DataArray, device: str,
-                 precision: str, with_descriptors: bool) -> xr.Dataset:
+                 precision: str, with_descriptors: bool, warn: bool) -> xr.Dataset:
         """The prediction dataset: LDOS (and the extrapolated points) over descriptor chunks."""
         x = descriptors.data
         if not isinstance(x, da.Array):
@@ -163,7 +165,7 @@ class Predicts:
         x = x.rechunk({3: -1})
         ldos = x.map_blocks(self._forward_block, device, precision, dtype=np.float64, chunks=x.chunks[:3] + ((len(self.energies),),))
         warnings = structure_warnings(self, s.positions, s.cell, tuple(grid))
-        for text in warnings:
+        for text in warnings if warn else []:
             log.warning("prediction: %s", text)
         snapshot = Snapshot(
             s.positions, s.numbers, s.cell, s.pbc, grid_shape=grid, energies=self.energies, ldos=ldos,

@@ -59,6 +59,17 @@ def test_identical_members_have_no_spread(ensemble, be2_catalog):
     assert result["fermi_energy"]["std"] < 1e-12 and result["band_energy"]["std"] < 1e-12
 
 
+def test_a_doubtful_prediction_is_said_once_not_once_per_member(ensemble, be2_catalog, caplog):
+    model = malaflow.load_model(ensemble)
+    close = malaflow.Snapshot.from_dataset(be2_catalog.open("be2-3")).atoms
+    close.positions[1] = close.positions[0] + [0.01, 0.0, 0.0]
+    with caplog.at_level("WARNING", logger="malaflow"):
+        predicted = model.predict(close, chunks=9)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("prediction:")]
+    assert len(said) == 1 and "atoms 0.010 Å apart" in said[0]
+    assert predicted.attrs["warnings"] == [said[0].removeprefix("prediction: ")]
+
+
 def test_training_again_is_a_no_op(ensemble, be2_catalog):
     before = (ensemble / "member-1" / "weights.pt").read_bytes()
     cfg = training_config(be2_catalog, ensemble, ensemble=3, epochs=3, model={"plugin": "feedforward",
