@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import MalaflowError, StoreError
+from .errors import MalaflowError, ParameterError, StoreError
 from .physics.dos import band_energy, density_of_states, energy_weights, entropy_contribution, fermi_level
 from .runtime import task_resources
 
@@ -232,15 +232,42 @@ def spread(ds: xr.Dataset, scheme: str = "analytic", dos: Any = None, total_ener
     dos = np.asarray(member_dos(ds).values if dos is None else dos)  # (member, energy)
     energies = ds["energy"].values
     temperature, n_e = float(ds.attrs["temperature"]), float(ds.attrs["n_electrons"])
-    mus = np.array([fermi_level(d, energies, temperature, n_e, scheme) for d in dos])
-    bands = np.array([band_energy(d, energies, mu, temperature, scheme) for d, mu in zip(dos, mus)])
-    entropies = np.array([entropy_contribution(d, energies, mu, temperature, scheme) for d, mu in zip(dos, mus)])
+    mus = member_fermi_levels(dos, energies, temperature, n_e, scheme)
+    placed = np.isfinite(mus)
+    bands, entropies = np.full(len(mus), np.nan), np.full(len(mus), np.nan)
+    bands[placed] = [band_energy(d, energies, mu, temperature, scheme) for d, mu in zip(dos[placed], mus[placed])]
+    entropies[placed] = [entropy_contribution(d, energies, mu, temperature, scheme)
+                         for d, mu in zip(dos[placed], mus[placed])]
     values = {"fermi_energy": mus, "band_energy": bands, "band_free_energy": bands + entropies}
     if total_energy:
-        values["total_energy"] = member_total_energies(ds, mus, bands, entropies, scheme, pseudo_dir)
+        values["total_energy"] = np.full(len(mus), np.nan)
+        values["total_energy"][placed] = member_total_energies(ds.isel(member=np.flatnonzero(placed)), mus[placed],
+                                                               bands[placed], entropies[placed], scheme, pseudo_dir)
     factor = float(ds.attrs.get("ensemble_calibration", 1.0))
-    return {name: {"members": v.tolist(), "mean": float(v.mean()), "std": factor * float(v.std())}
+    return {name: {"members": v.tolist(), "mean": float(v[placed].mean()),
+                   "std": factor * float(v.std()) if placed.all() else float("inf")}
             for name, v in values.items()}
+
+
+def member_fermi_levels(dos: np.ndarray, energies: np.ndarray, temperature: float, n_electrons: float,
+                        scheme: str) -> np.ndarray:
+    """Each member's Fermi level; NaN for a member whose DOS cannot hold the electrons on the
+    energy grid. Why not an error: far from its training data a member may predict such a
+    DOS while the others do not — the members then disagree beyond what the grid can show,
+    which is what σ = ∞ says (a candidate of active learning ranks first), not a failed run.
+    If no member can hold them, the prediction as a whole cannot: that is an error."""
+    mus, short = [], []
+    for k, d in enumerate(dos):
+        try:
+            mus.append(fermi_level(d, energies, temperature, n_electrons, scheme))
+        except ParameterError as e:
+            mus.append(np.nan)
+            short.append(f"member {k}: {e}")
+    if len(short) == len(mus):
+        raise ParameterError(f"no member's DOS can hold the electrons ({'; '.join(short)})")
+    if short:
+        log.warning("ensemble: %s — σ of every observable is infinite", "; ".join(short))
+    return np.array(mus)
 
 
 def member_densities(ds: xr.Dataset, fermi_levels: Any, scheme: str = "analytic") -> xr.DataArray:

@@ -70,6 +70,28 @@ def test_a_doubtful_prediction_is_said_once_not_once_per_member(ensemble, be2_ca
     assert predicted.attrs["warnings"] == [said[0].removeprefix("prediction: ")]
 
 
+def test_a_member_whose_dos_cannot_hold_the_electrons_makes_sigma_infinite(ensemble, be2_catalog, caplog):
+    """Far from the training data one member may predict a DOS that holds fewer electrons
+    than the cell has on the energy grid (seen in the learning benchmark on cells displaced
+    3×): its observables are undefined, σ is infinite, the others' mean stands."""
+    model = malaflow.load_model(ensemble)
+    predicted = model.predict(be2_catalog.open("be2-3"), chunks=9)
+    dos = malaflow.ensemble.member_dos(predicted).values
+    whole = spread(predicted, dos=dos)
+    short = dos.copy()
+    short[1] *= 0.5  # holds about half the electrons
+    with caplog.at_level("WARNING", logger="malaflow"):
+        result = spread(predicted, dos=short)
+    assert any("member 1" in r.getMessage() and "cannot be placed" in r.getMessage() for r in caplog.records)
+    for name in ("fermi_energy", "band_energy", "band_free_energy"):
+        assert np.isnan(result[name]["members"][1]) and result[name]["std"] == np.inf
+        kept = [whole[name]["members"][k] for k in (0, 2)]
+        np.testing.assert_allclose([result[name]["members"][k] for k in (0, 2)], kept, rtol=0, atol=1e-12)
+        assert result[name]["mean"] == pytest.approx(np.mean(kept), abs=1e-12)
+    with pytest.raises(ParameterError, match="no member's DOS can hold the electrons"):
+        spread(predicted, dos=0.5 * dos)
+
+
 def test_training_again_is_a_no_op(ensemble, be2_catalog):
     before = (ensemble / "member-1" / "weights.pt").read_bytes()
     cfg = training_config(be2_catalog, ensemble, ensemble=3, epochs=3, model={"plugin": "feedforward",
