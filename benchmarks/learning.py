@@ -37,8 +37,10 @@ def loop_config(name: str, seed: int):
 
 
 def held_out_mean(record: dict, prefix: str = "") -> float:
-    """Mean |band-energy error| (meV/atom) of a round over its held-out cells whose ids start with ``prefix``."""
-    return float(np.mean([abs(c["error"]) for cell, c in record["held_out"].items() if cell.startswith(prefix)]))
+    """Mean |band-energy error| (meV/atom) of a round over its held-out cells whose ids start with
+    ``prefix``, leaving out cells whose prediction could not place the electrons (NaN; the rounds'
+    tables count them)."""
+    return float(np.nanmean([abs(c["error"]) for cell, c in record["held_out"].items() if cell.startswith(prefix)]))
 
 
 def summary(runs: dict[str, list[list[dict]]], prefix: str = "") -> dict[str, dict[str, np.ndarray]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ import numpy as np
 
 from .config import load_config
 from .errors import MalaflowError, ParameterError
+
+log = logging.getLogger(__name__)
 
 SELECTIONS = ("sigma", "random")
 ROUNDS_FILE = "rounds.json"
@@ -204,7 +207,8 @@ def sample_candidates(specs: list[dict[str, Any]], r: int, loop_seed: int = 0) -
 
 def score_candidates(model: Any, candidates: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Each candidate's calibrated σ of the band energy (meV/atom) and the share of its grid
-    points outside the training descriptors, from one pass over its predicted chunks."""
+    points outside the training descriptors, from one pass over its predicted chunks; σ is
+    infinite where a member (or every member) cannot place the electrons."""
     import dask
 
     from .ensemble import member_dos, spread
@@ -213,7 +217,11 @@ def score_candidates(model: Any, candidates: list[Any]) -> tuple[np.ndarray, np.
     for atoms in candidates:
         predicted = model.predict(atoms)
         dos, share = dask.compute(member_dos(predicted), predicted["extrapolated"].mean())
-        sigma.append(1000.0 * spread(predicted, dos=dos.values)["band_energy"]["std"] / len(atoms))
+        try:
+            sigma.append(1000.0 * spread(predicted, dos=dos.values)["band_energy"]["std"] / len(atoms))
+        except ParameterError as failure:  # no member can place the electrons: as unsure as a model gets
+            log.warning("candidate %d: %s", len(sigma), failure)
+            sigma.append(float("inf"))
         extrapolated.append(float(share))
     return np.array(sigma), np.array(extrapolated)
 
@@ -257,15 +265,30 @@ def dft_core_seconds(folder: Path, ranks: int = 1) -> float:
 
 
 def held_out_errors(model: Any, stores: dict[str, Path]) -> dict[str, Any]:
-    """The model's band-energy error and calibrated σ (meV/atom) on each held-out cell ({id: store}), and their means."""
-    from .evaluation import evaluate_stores
+    """The model's band-energy error and calibrated σ (meV/atom) on each held-out cell ({id: store}),
+    and their means. A cell whose predicted DOS cannot hold its electrons on the energy grid has
+    no band energy: it is recorded as failed (error NaN, σ ∞, the reason), counted in
+    ``held_out_failed`` and left out of the means — a round of a loop far from its data should
+    say so, not stop the loop."""
+    from .evaluation import evaluate_store
 
-    errors = [e for e, _, _ in evaluate_stores(model, stores)]
+    cells = {}
+    for name, store in stores.items():
+        try:
+            e = evaluate_store(model, store, name)
+        except ParameterError as failure:
+            log.warning("held-out cell %s: %s", name, failure)
+            cells[name] = {"error": float("nan"), "sigma": float("inf"), "extrapolated": float("nan"),
+                           "failed": str(failure)}
+            continue
+        cells[name] = {"error": e.band_energy_mev_per_atom, "sigma": e.band_energy_sigma_mev_per_atom,
+                       "extrapolated": e.outside_training}
+    placed = [c for c in cells.values() if "failed" not in c]
     return {
-        "held_out": {e.snapshot: {"error": e.band_energy_mev_per_atom, "sigma": e.band_energy_sigma_mev_per_atom,
-                                  "extrapolated": e.outside_training} for e in errors},
-        "held_out_error": float(np.mean([abs(e.band_energy_mev_per_atom) for e in errors])),
-        "held_out_sigma": float(np.mean([e.band_energy_sigma_mev_per_atom for e in errors])),
+        "held_out": cells,
+        "held_out_error": float(np.mean([abs(c["error"]) for c in placed])) if placed else float("nan"),
+        "held_out_sigma": float(np.mean([c["sigma"] for c in placed])) if placed else float("nan"),
+        "held_out_failed": len(cells) - len(placed),
     }
 
 
@@ -273,7 +296,7 @@ def held_out_errors(model: Any, stores: dict[str, Path]) -> dict[str, Any]:
 EXTENSIBLE = ("rounds", "budget_core_minutes", "target_sigma")
 #: settings that only observe the loop: changing them re-scores the recorded rounds (:func:`rescore`)
 OBSERVERS = ("held_out",)
-HELD_OUT_KEYS = ("held_out", "held_out_error", "held_out_sigma")
+HELD_OUT_KEYS = ("held_out", "held_out_error", "held_out_sigma", "held_out_failed")
 
 
 def read_rounds(out: Path, config: LearnConfig | None = None) -> list[dict[str, Any]]:
@@ -314,7 +337,8 @@ def rounds_table(records: list[dict[str, Any]]) -> str:
         lines.append(f"{rec['round']:5d} {rec['training_cells']:5d} {num(rec['dft_core_minutes'], 12, 2)} "
                      f"{num(rec.get('candidate_sigma_max'), 11)} {num(rec.get('candidate_sigma_mean'), 7)} "
                      f"{num(rec.get('held_out_error'), 12)} {num(rec.get('held_out_sigma'), 7)} "
-                     f"{len(rec['acquired']):8d}  {rec.get('stopped') or ''}")
+                     f"{len(rec['acquired']):8d}  {rec.get('stopped') or ''}"
+                     + (f" ({rec['held_out_failed']} held-out failed)" if rec.get("held_out_failed") else ""))
     return "\n".join(lines) + ("\n(σ and errors of the band energy, meV/atom; DFT core-minutes: of the acquired "
                                "cells the round trains on)")
 

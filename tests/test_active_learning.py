@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 import malaflow
-from malaflow.active_learning import (LearnConfig, choose, dft_core_seconds, held_out_errors, learn, sample_candidates,
-                                      score_candidates)
+from malaflow.active_learning import (LearnConfig, choose, dft_core_seconds, held_out_errors, learn, rounds_table,
+                                      sample_candidates, score_candidates)
 from malaflow.errors import MalaflowError, ParameterError
 from malaflow.generate import generate
 
@@ -51,6 +51,29 @@ def test_candidates_are_fresh_each_round():
     assert not any(np.allclose(o.positions, c.positions) for o in other_loop for c in a + b)
     own = malaflow.generate.configurations(spec)  # the spec's own seed (the generation's) is never drawn
     assert not any(np.allclose(own[0].positions, c.positions) for c in a + b)
+
+
+def test_a_held_out_cell_whose_prediction_cannot_place_its_electrons_is_recorded_as_failed(monkeypatch):
+    """Far from its data a model may predict a DOS that holds fewer electrons than the cell
+    has (round 1 of a learning benchmark loop, on a cell displaced 3×): the round records the
+    cell as failed and goes on, its means over the other cells."""
+    from malaflow import evaluation
+    from malaflow.evaluation import Errors
+
+    def evaluate_store(model, store, name=""):
+        if name == "far":
+            raise ParameterError("4.0 electrons cannot be placed: the DOS holds between 0 and 3.87 electrons")
+        return Errors(snapshot=name, ldos_mse=0.0, band_energy_mev_per_atom={"a": -30.0, "b": 10.0}[name],
+                      fermi_mev=0.0, density_relative=0.0, n_atoms=2, outside_training=0.1,
+                      band_energy_sigma_mev_per_atom={"a": 20.0, "b": 40.0}[name])
+
+    monkeypatch.setattr(evaluation, "evaluate_store", evaluate_store)
+    record = held_out_errors(None, {"a": "a.zarr", "far": "far.zarr", "b": "b.zarr"})
+    assert record["held_out_failed"] == 1 and "3.87 electrons" in record["held_out"]["far"]["failed"]
+    assert np.isnan(record["held_out"]["far"]["error"]) and record["held_out"]["far"]["sigma"] == np.inf
+    assert (record["held_out_error"], record["held_out_sigma"]) == (20.0, 30.0)
+    table = rounds_table([{"round": 0, "training_cells": 2, "dft_core_minutes": 0.0, "acquired": [], **record}])
+    assert "(1 held-out failed)" in table
 
 
 def test_learning_config_checks(tmp_path):
