@@ -103,11 +103,19 @@ def fit_calibration(model: EnsembleModel, stores: dict[str, Path]) -> float:
     variance the members predict. Why not the maximum-likelihood scale of Gaussian errors,
     mean((ΔE/σ)²): a snapshot on which the members agree by chance (σ → 0) blows it up — 42
     against 3.0 for this ratio, seen on 4 validation cells. With one validation snapshot both
-    are |ΔE_band| / σ_band there."""
+    are |ΔE_band| / σ_band there. A snapshot with σ = ∞ (a member could not place the
+    electrons) is left out: it would take the factor to zero."""
     from .evaluation import evaluate_store
 
     errors = [evaluate_store(model, store, id) for id, store in stores.items()]
+    unbounded = [e.snapshot for e in errors if not np.isfinite(e.band_energy_sigma_mev_per_atom)]
+    if unbounded:
+        log.warning("calibration: left out %s, where a member's DOS cannot hold the electrons", ", ".join(unbounded))
+        errors = [e for e in errors if e.snapshot not in unbounded]
     variance = sum(e.band_energy_sigma_mev_per_atom ** 2 for e in errors)
+    if not errors:
+        log.warning("no validation snapshot with a finite spread: no calibration (factor 1)")
+        return 1.0
     if variance == 0:
         log.warning("the ensemble's members agree exactly on the validation snapshots: no calibration (factor 1)")
         return 1.0

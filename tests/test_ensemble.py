@@ -163,6 +163,24 @@ def test_the_spread_is_calibrated_on_the_validation_snapshot(ensemble, be2_catal
     assert spread(predicted)["band_energy"]["std"] == pytest.approx(abs(error), rel=1e-5)
 
 
+def test_calibration_leaves_out_snapshots_with_an_infinite_spread(monkeypatch):
+    """A validation snapshot where a member cannot place the electrons has σ = ∞; counted,
+    it would take the factor c² = ΣΔ²/Σσ² to zero and every σ with it."""
+    from malaflow import evaluation
+    from malaflow.ensemble import fit_calibration
+    from malaflow.evaluation import Errors
+
+    sigmas = {"a": 10.0, "b": 20.0, "far": float("inf")}
+
+    def evaluate_store(model, store, name=""):
+        return Errors(snapshot=name, ldos_mse=0.0, band_energy_mev_per_atom={"a": 30.0, "b": -40.0, "far": 5.0}[name],
+                      fermi_mev=0.0, density_relative=0.0, band_energy_sigma_mev_per_atom=sigmas[name])
+
+    monkeypatch.setattr(evaluation, "evaluate_store", evaluate_store)
+    assert fit_calibration(None, {"a": "a", "b": "b", "far": "far"}) == pytest.approx(np.sqrt(2500 / 500), rel=1e-12)
+    assert fit_calibration(None, {"far": "far"}) == 1.0
+
+
 def test_predict_prints_and_stores_the_spread(ensemble, tmp_path, mala_data):
     import subprocess
     import sys
