@@ -5,6 +5,7 @@ Public API; plugins are found through the ``malaflow`` entry-point group.
 
 from .errors import (
     CatalogError,
+    ElectronCountError,
     InputFileError,
     MalaflowError,
     ParameterError,
@@ -55,6 +56,7 @@ __all__ = [
     "energy_terms",
     "eigenvalue_dos",
     "CatalogError",
+    "ElectronCountError",
     "InputFileError",
     "MalaflowError",
     "ParameterError",

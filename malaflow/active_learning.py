@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .config import load_config
-from .errors import MalaflowError, ParameterError
+from .errors import ElectronCountError, MalaflowError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def score_candidates(model: Any, candidates: list[Any]) -> tuple[np.ndarray, np.
         dos, share = dask.compute(member_dos(predicted), predicted["extrapolated"].mean())
         try:
             sigma.append(1000.0 * spread(predicted, dos=dos.values)["band_energy"]["std"] / len(atoms))
-        except ParameterError as failure:  # no member can place the electrons: as unsure as a model gets
+        except ElectronCountError as failure:  # no member can place the electrons: as unsure as a model gets
             log.warning("candidate %d: %s", len(sigma), failure)
             sigma.append(float("inf"))
         extrapolated.append(float(share))
@@ -276,7 +276,7 @@ def held_out_errors(model: Any, stores: dict[str, Path]) -> dict[str, Any]:
     for name, store in stores.items():
         try:
             e = evaluate_store(model, store, name)
-        except ParameterError as failure:
+        except ElectronCountError as failure:
             log.warning("held-out cell %s: %s", name, failure)
             cells[name] = {"error": float("nan"), "sigma": float("inf"), "extrapolated": float("nan"),
                            "failed": str(failure)}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import MalaflowError, ParameterError, StoreError
+from .errors import ElectronCountError, MalaflowError, StoreError
 from .physics.dos import band_energy, density_of_states, energy_weights, entropy_contribution, fermi_level
 from .runtime import task_resources
 
@@ -268,11 +268,11 @@ def member_fermi_levels(dos: np.ndarray, energies: np.ndarray, temperature: floa
     for k, d in enumerate(dos):
         try:
             mus.append(fermi_level(d, energies, temperature, n_electrons, scheme))
-        except ParameterError as e:
+        except ElectronCountError as e:
             mus.append(np.nan)
             short.append(f"member {k}: {e}")
     if len(short) == len(mus):
-        raise ParameterError(f"no member's DOS can hold the electrons ({'; '.join(short)})")
+        raise ElectronCountError(f"no member's DOS can hold the electrons ({'; '.join(short)})")
     if short:
         log.warning("ensemble: %s — σ of every observable is infinite", "; ".join(short))
     return np.array(mus)

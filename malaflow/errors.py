@@ -38,3 +38,10 @@ class CatalogError(MalaflowError):
 
 class ParameterError(MalaflowError, ValueError):
     """A physical or numerical parameter is outside what makes sense."""
+
+
+class ElectronCountError(ParameterError):
+    """A DOS cannot hold the electrons of the cell on its energy grid: no Fermi level exists.
+    Its own class because far from its training data a model may predict such a DOS, and
+    callers that can go on without that one prediction (an ensemble's spread, a learning
+    loop) catch this, not every ParameterError."""

@@ -17,7 +17,7 @@ import yaml
 import malaflow
 from malaflow.active_learning import (LearnConfig, choose, dft_core_seconds, held_out_errors, learn, rounds_table,
                                       sample_candidates, score_candidates)
-from malaflow.errors import MalaflowError, ParameterError
+from malaflow.errors import ElectronCountError, MalaflowError, ParameterError
 from malaflow.generate import generate
 
 from conftest import be_config, training_config
@@ -62,7 +62,7 @@ def test_a_held_out_cell_whose_prediction_cannot_place_its_electrons_is_recorded
 
     def evaluate_store(model, store, name=""):
         if name == "far":
-            raise ParameterError("4.0 electrons cannot be placed: the DOS holds between 0 and 3.87 electrons")
+            raise ElectronCountError("4.0 electrons cannot be placed: the DOS holds between 0 and 3.87 electrons")
         return Errors(snapshot=name, ldos_mse=0.0, band_energy_mev_per_atom={"a": -30.0, "b": 10.0}[name],
                       fermi_mev=0.0, density_relative=0.0, n_atoms=2, outside_training=0.1,
                       band_energy_sigma_mev_per_atom={"a": 20.0, "b": 40.0}[name])

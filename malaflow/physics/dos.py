@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import brentq
 
-from ..errors import ParameterError
+from ..errors import ElectronCountError, ParameterError
 from ..grid import SPATIAL_DIMS, voxel_volume
 from ..units import KB_EV
 from .fermi import entropy_antiderivative, entropy_kernel, fermi_antiderivative, fermi_dirac
@@ -159,7 +159,7 @@ def fermi_level(dos: np.ndarray, energies: np.ndarray, temperature: float, n_ele
     kt = KB_EV * check_temperature(temperature)
     total = electron_count(dos, e, e[-1] + 2 * (e[-1] - e[0]) + 200 * kt, temperature, scheme)
     if not 0 < n_electrons < total:
-        raise ParameterError(
+        raise ElectronCountError(
             f"{n_electrons} electrons cannot be placed: the DOS holds between 0 and {total:.6g} "
             "electrons on this energy grid"
         )
